@@ -1,0 +1,1 @@
+"""The AWS backend plugin for a2a-scale (DynamoDB + SNS/SQS)."""
