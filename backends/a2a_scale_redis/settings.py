@@ -21,6 +21,4 @@ class RedisSettings(BaseSettings):
         default='streams',
         description='streams (durable, replayable) or pubsub (live only).',
     )
-    cluster: bool = Field(
-        default=False, description='Connect to a Redis Cluster.'
-    )
+    cluster: bool = Field(default=False, description='Connect to a Redis Cluster.')

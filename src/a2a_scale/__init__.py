@@ -22,7 +22,6 @@ from a2a_scale.settings import (
     plugin_settings_config,
 )
 
-
 __version__ = '0.1.0'
 
 __all__ = [

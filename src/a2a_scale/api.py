@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-
 from typing import TYPE_CHECKING, Any
 
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
@@ -11,7 +10,6 @@ from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 from a2a_scale.errors import ConfigurationError
 from a2a_scale.plugins import get_backend_spec
 from a2a_scale.settings import ScaleSettings, load_settings
-
 
 if TYPE_CHECKING:
     import pluggy
@@ -67,9 +65,7 @@ def load_backend(
         core_overrides['backend'] = name
     core = load_settings(ScaleSettings, **core_overrides)
     spec = get_backend_spec(core.backend, plugin_manager)
-    plugin_overrides = {
-        k: v for k, v in overrides.items() if k not in core_fields
-    }
+    plugin_overrides = {k: v for k, v in overrides.items() if k not in core_fields}
     unknown = set(plugin_overrides) - set(spec.settings_model.model_fields)
     if unknown:
         raise ConfigurationError(

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 
 from a2a_scale.errors import BackendNotStartedError
-
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -40,8 +40,7 @@ class PayloadTooLargeError(A2AScaleError, ValueError):
 
     def __init__(self, task_id: str, size: int, limit: int, what: str) -> None:
         super().__init__(
-            f'{what} for task {task_id!r} is {size} bytes, over the '
-            f'{limit}-byte limit'
+            f'{what} for task {task_id!r} is {size} bytes, over the {limit}-byte limit'
         )
         self.task_id = task_id
         self.size = size

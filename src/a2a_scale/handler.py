@@ -8,10 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import httpx
-
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.tasks import BasePushNotificationSender
-
 
 if TYPE_CHECKING:
     from a2a.server.agent_execution import AgentExecutor
@@ -49,10 +47,7 @@ def build_request_handler(
         'interrupted_task_timeout', backend.settings.interrupted_task_timeout
     )
     kwargs.setdefault('push_config_store', backend.push_config_store)
-    if (
-        'push_sender' not in kwargs
-        and agent_card.capabilities.push_notifications
-    ):
+    if 'push_sender' not in kwargs and agent_card.capabilities.push_notifications:
         client = httpx.AsyncClient(timeout=10.0)
         kwargs['push_sender'] = BasePushNotificationSender(
             client, kwargs['push_config_store']

@@ -15,8 +15,6 @@ class ComponentHealth:
     def line(self) -> str:
         """Renders the report as one line."""
         status = 'ok' if self.ok else 'FAIL'
-        latency = (
-            f' ({self.latency_ms:.1f} ms)' if self.latency_ms is not None else ''
-        )
+        latency = f' ({self.latency_ms:.1f} ms)' if self.latency_ms is not None else ''
         detail = f': {self.detail}' if self.detail else ''
         return f'{self.component:<18} {status}{latency}{detail}'

@@ -16,7 +16,6 @@ import pluggy
 
 from a2a_scale.registry import BackendSpec
 
-
 hookspec = pluggy.HookspecMarker('a2a_scale')
 hookimpl = pluggy.HookimplMarker('a2a_scale')
 

@@ -20,7 +20,6 @@ from a2a_scale import hookspecs
 from a2a_scale.errors import BackendNotFoundError, ConfigurationError
 from a2a_scale.registry import BackendSpec
 
-
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = 'a2a_scale.backends'
@@ -106,9 +105,7 @@ def available_backends(
     return specs
 
 
-def get_backend_spec(
-    name: str, pm: pluggy.PluginManager | None = None
-) -> BackendSpec:
+def get_backend_spec(name: str, pm: pluggy.PluginManager | None = None) -> BackendSpec:
     """Returns the spec of backend `name`.
 
     Raises:

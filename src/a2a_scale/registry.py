@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from pydantic_settings import BaseSettings
-
 
 if TYPE_CHECKING:
     from a2a.server.owner_resolver import OwnerResolver
@@ -68,7 +66,7 @@ class BackendSpec:
             extra = self.extra or self.name
             raise ImportError(
                 f'The {self.name!r} backend needs {", ".join(missing)}, '
-                f"which is not installed. Install it with: pip install "
+                f'which is not installed. Install it with: pip install '
                 f'"a2a-scale[{extra}]"',
                 name=missing[0],
             )

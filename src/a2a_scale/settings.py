@@ -10,14 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-
 from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from a2a_scale.errors import ConfigurationError
-
 
 SettingsT = TypeVar('SettingsT', bound=BaseSettings)
 
@@ -52,9 +50,7 @@ class ScaleSettings(BaseSettings):
 
     model_config = plugin_settings_config(ENV_PREFIX)
 
-    backend: str = Field(
-        default='memory', description='Name of the backend to load.'
-    )
+    backend: str = Field(default='memory', description='Name of the backend to load.')
     namespace: str = Field(
         default='a2a',
         pattern=NAMESPACE_PATTERN,
@@ -124,9 +120,7 @@ def load_settings(model: type[SettingsT], **overrides: Any) -> SettingsT:
         error = e.errors()[0]
         field = str(error['loc'][0]) if error['loc'] else '?'
         variable = env_var_name(model, field)
-        source = (
-            f'keyword argument {field!r}' if field in overrides else variable
-        )
+        source = f'keyword argument {field!r}' if field in overrides else variable
         shown = ''
         if 'input' in error and not any(h in field for h in _SECRET_HINTS):
             shown = f' (got {error["input"]!r})'

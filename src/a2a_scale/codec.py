@@ -1,0 +1,55 @@
+"""Byte encodings of tasks and events shared by every backend.
+
+Tasks are stored as serialized `Task` protos; events as serialized
+`StreamResponse` protos, the same bytes the SDK's SQL store writes.
+"""
+
+from __future__ import annotations
+
+from a2a.server.cluster.database_event_stream import stream_response_to_event
+from a2a.server.events.event_queue import Event
+from a2a.types.a2a_pb2 import StreamResponse, Task
+from a2a.utils.proto_utils import to_stream_response
+from google.protobuf.message import DecodeError
+
+from a2a_scale.errors import CorruptDataError
+
+
+def encode_task(task: Task) -> bytes:
+    """Serializes a task."""
+    return task.SerializeToString()
+
+
+def decode_task(data: bytes, *, key: str) -> Task:
+    """Parses a task stored under `key`.
+
+    Raises:
+        CorruptDataError: naming `key`, if the bytes are not a task.
+    """
+    task = Task()
+    try:
+        task.ParseFromString(data)
+    except (DecodeError, TypeError, ValueError) as e:
+        raise CorruptDataError(key, f'not a serialized Task ({e})') from None
+    if not task.id:
+        raise CorruptDataError(key, 'the stored Task has no id')
+    return task
+
+
+def encode_event(event: Event) -> bytes:
+    """Serializes an event as a `StreamResponse`."""
+    return to_stream_response(event).SerializeToString()
+
+
+def decode_event(data: bytes, *, key: str) -> Event:
+    """Parses an event stored under `key`.
+
+    Raises:
+        CorruptDataError: naming `key`, if the bytes are not an event.
+    """
+    response = StreamResponse()
+    try:
+        response.ParseFromString(data)
+        return stream_response_to_event(response)
+    except (DecodeError, TypeError, ValueError) as e:
+        raise CorruptDataError(key, f'not a serialized event ({e})') from None

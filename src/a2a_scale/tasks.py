@@ -1,0 +1,139 @@
+"""Task-state rules and `ListTasks` helpers shared by every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskState
+from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
+from a2a.utils.errors import InvalidParamsError
+from a2a.utils.task import (
+    ListTasksCursor,
+    decode_list_tasks_cursor,
+    decode_page_token,
+    encode_list_tasks_cursor,
+)
+
+TERMINAL_STATES = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
+INTERRUPTED_STATES = frozenset(
+    {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
+)
+
+SortKey = tuple[bool, int, str]
+
+
+def is_terminal(state: int) -> bool:
+    """Whether a task in `state` can no longer change."""
+    return state in TERMINAL_STATES
+
+
+def status_timestamp_ns(task: Task) -> int | None:
+    """The task's status timestamp in ns, or `None` when it has none."""
+    if task.HasField('status') and task.status.HasField('timestamp'):
+        return task.status.timestamp.ToNanoseconds()
+    return None
+
+
+def sort_key(task: Task) -> SortKey:
+    """`ListTasks` order key; tasks are listed by it, descending."""
+    ts = status_timestamp_ns(task)
+    return (ts is not None, ts or 0, task.id)
+
+
+def cursor_for(task: Task) -> str:
+    """The page token that resumes a listing after `task`."""
+    ts = status_timestamp_ns(task)
+    return encode_list_tasks_cursor(ListTasksCursor(timestamp_ns=ts, task_id=task.id))
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """A validated `ListTasksRequest`."""
+
+    context_id: str
+    state: int
+    timestamp_after_ns: int | None
+    page_size: int
+    after: SortKey | None
+    legacy_start_id: str | None
+
+    @classmethod
+    def from_request(cls, params: ListTasksRequest) -> ListQuery:
+        """Validates `params`; raises `InvalidParamsError` on a bad token."""
+        after: SortKey | None = None
+        legacy: str | None = None
+        if params.page_token:
+            cursor = decode_list_tasks_cursor(params.page_token)
+            if cursor is None:
+                legacy = decode_page_token(params.page_token)
+                if not legacy:
+                    raise InvalidParamsError(f'Invalid page token: {params.page_token}')
+            else:
+                after = cursor.sort_key()
+        return cls(
+            context_id=params.context_id,
+            state=params.status,
+            timestamp_after_ns=(
+                params.status_timestamp_after.ToNanoseconds()
+                if params.HasField('status_timestamp_after')
+                else None
+            ),
+            page_size=params.page_size or DEFAULT_LIST_TASKS_PAGE_SIZE,
+            after=after,
+            legacy_start_id=legacy,
+        )
+
+    def matches(self, task: Task) -> bool:
+        """Whether `task` passes the filters (not the cursor)."""
+        if self.context_id and task.context_id != self.context_id:
+            return False
+        if self.state and task.status.state != self.state:
+            return False
+        if self.timestamp_after_ns is not None:
+            ts = status_timestamp_ns(task)
+            if ts is None or ts < self.timestamp_after_ns:
+                return False
+        return True
+
+
+def paginate(
+    query: ListQuery, tasks: Iterable[Task]
+) -> tuple[list[Task], str | None, int]:
+    """Filters, orders and pages `tasks` in memory.
+
+    Returns:
+        The page, the next page token (or `None`) and the total count after
+        filtering.
+
+    Raises:
+        InvalidParamsError: If a legacy page token names an unknown task.
+    """
+    ordered = sorted((t for t in tasks if query.matches(t)), key=sort_key, reverse=True)
+    total = len(ordered)
+    start = 0
+    if query.after is not None:
+        start = next(
+            (i for i, t in enumerate(ordered) if sort_key(t) < query.after),
+            total,
+        )
+    elif query.legacy_start_id is not None:
+        start = next(
+            (i for i, t in enumerate(ordered) if t.id == query.legacy_start_id),
+            -1,
+        )
+        if start < 0:
+            raise InvalidParamsError(
+                f'Invalid page token: unknown task {query.legacy_start_id!r}'
+            )
+    end = start + query.page_size
+    page = ordered[start:end]
+    token = cursor_for(ordered[end - 1]) if end < total else None
+    return page, token, total
