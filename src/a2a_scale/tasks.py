@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from a2a.server.cluster.version import TaskVersion
 from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskState
 from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
 from a2a.utils.errors import InvalidParamsError
@@ -137,3 +138,17 @@ def paginate(
     page = ordered[start:end]
     token = cursor_for(ordered[end - 1]) if end < total else None
     return page, token, total
+
+
+def version_int(version: TaskVersion) -> int:
+    """The integer a2a-scale backends wrap in a `TaskVersion` (0 for MISSING).
+
+    Raises:
+        TypeError: If `version` wraps something other than an int.
+    """
+    value = version._value
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(
+            f'a2a-scale backends use integer task versions, got {version!r}'
+        )
+    return value

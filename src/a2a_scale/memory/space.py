@@ -1,0 +1,459 @@
+"""The state that memory backends of one namespace share.
+
+A `MemorySpace` holds the tasks, their event logs, the push-notification
+configs and the replica registry of one namespace. Every `MemoryBackend`
+built for that namespace in the process uses the same space, so several
+backends act as replicas of one cluster. The space may be used from several
+event loops and threads at once: one lock guards the state, it is never held
+across an ``await``, and subscribers are woken on their own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from a2a.server.cluster import ConcurrentTaskModificationError
+from a2a.types.a2a_pb2 import StreamResponse, Task, TaskState
+from google.protobuf.message import DecodeError
+
+from a2a_scale.codec import decode_task
+from a2a_scale.tasks import is_terminal
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+_registry_lock = threading.Lock()
+_registry: weakref.WeakValueDictionary[str, MemorySpace] = weakref.WeakValueDictionary()
+
+
+def get_space(namespace: str) -> MemorySpace:
+    """Returns the process-wide space of `namespace`, creating it if needed.
+
+    The registry holds spaces weakly: a space lives as long as a backend
+    (or anything else) references it.
+    """
+    with _registry_lock:
+        space = _registry.get(namespace)
+        if space is None:
+            space = MemorySpace(namespace)
+            _registry[namespace] = space
+        return space
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One event of a task's log: the version it produced and its bytes."""
+
+    version: int
+    data: bytes
+
+
+class TaskRecord:
+    """A task id's stored task (if any) and event log."""
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+        self.owner: str | None = None
+        self.data: bytes | None = None
+        # A private parsed copy for listing; replaced on write, never mutated
+        # and never handed out.
+        self.task: Task | None = None
+        self.state: int = TaskState.TASK_STATE_UNSPECIFIED
+        self.version = 0
+        self.expires_at: float | None = None
+        self.log: deque[LogEntry] = deque()
+        self.log_base = 0
+        self._by_version: dict[int, list[bytes]] = {}
+
+    @property
+    def stored(self) -> bool:
+        """Whether a task (not only published events) is stored."""
+        return self.data is not None
+
+    @property
+    def log_end(self) -> int:
+        """The sequence number the next log entry gets."""
+        return self.log_base + len(self.log)
+
+    def append(self, version: int, data: bytes, max_events: int) -> None:
+        """Appends an event, dropping the oldest beyond `max_events`."""
+        self.log.append(LogEntry(version, data))
+        self._by_version.setdefault(version, []).append(data)
+        while len(self.log) > max_events:
+            dropped = self.log.popleft()
+            self.log_base += 1
+            same = self._by_version[dropped.version]
+            same.remove(dropped.data)
+            if not same:
+                del self._by_version[dropped.version]
+
+    def has_event(self, version: int, data: bytes) -> bool:
+        """Whether the log holds `data` at `version` (compared as events)."""
+        return any(
+            logged == data or _same_event(logged, data)
+            for logged in self._by_version.get(version, ())
+        )
+
+
+def _same_event(a: bytes, b: bytes) -> bool:
+    # Map fields (metadata) may serialize in any order: compare parsed events.
+    left, right = StreamResponse(), StreamResponse()
+    try:
+        left.ParseFromString(a)
+        right.ParseFromString(b)
+    except DecodeError:
+        return False
+    return left == right
+
+
+@dataclass
+class Cursor:
+    """A subscriber's position in a task's log."""
+
+    record: TaskRecord | None = None
+    seq: int = 0
+
+
+@dataclass(eq=False)
+class Waiter:
+    """Wakes one subscriber, on the event loop it runs in."""
+
+    task_id: str
+    instance_id: str
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+
+    def wake(self) -> None:
+        """Sets the event from any thread."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self.event.set()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
+class MemorySpace:
+    """Tasks, event logs, push configs and replicas of one namespace.
+
+    Args:
+        namespace: The namespace; it prefixes the keys named in errors.
+        clock: Returns seconds; drives retention and heartbeats. Tests
+            inject a fake one.
+    """
+
+    def __init__(self, namespace: str = 'a2a', *, clock: Clock = time.monotonic):
+        self.namespace = namespace
+        self.clock = clock
+        self.lock = threading.RLock()
+        self._records: dict[str, TaskRecord] = {}
+        self._expiry: list[tuple[float, int, str]] = []
+        self._expiry_seq = itertools.count()
+        self._waiters: dict[str, set[Waiter]] = {}
+        self._push: dict[str, dict[str, dict[str, bytes]]] = {}
+        self._replicas: dict[str, float] = {}
+
+    def key(self, kind: str, task_id: str) -> str:
+        """The name of an entry, as errors and logs show it."""
+        return f'{self.namespace}:{kind}:{task_id}'
+
+    # --- Tasks -------------------------------------------------------------
+
+    def _live(self, task_id: str) -> TaskRecord | None:
+        """Returns the record of `task_id`, dropping it if it has expired."""
+        record = self._records.get(task_id)
+        if (
+            record is not None
+            and record.expires_at is not None
+            and record.expires_at <= self.clock()
+        ):
+            self._drop(record)
+            return None
+        return record
+
+    def _drop(self, record: TaskRecord) -> None:
+        if self._records.get(record.task_id) is record:
+            del self._records[record.task_id]
+            self._push.pop(record.task_id, None)
+
+    def _expire_at(self, record: TaskRecord, when: float) -> None:
+        record.expires_at = when
+        heapq.heappush(self._expiry, (when, next(self._expiry_seq), record.task_id))
+
+    def save(
+        self,
+        task_id: str,
+        owner: str,
+        data: bytes,
+        *,
+        state: int,
+        prev_version: int,
+        event: bytes | None,
+        retention: float,
+        max_events: int,
+    ) -> int:
+        """Writes a task (and its event) atomically; returns the new version.
+
+        Raises:
+            ConcurrentTaskModificationError: If `prev_version` is stale, the
+                id belongs to another owner, or a cancel finds the task
+                absent or terminal.
+        """
+        parsed = decode_task(data, key=self.key('task', task_id))
+        with self.lock:
+            record = self._live(task_id)
+            stored = record is not None and record.stored
+            if record is not None and stored and record.owner != owner:
+                raise ConcurrentTaskModificationError(task_id)
+            if state == TaskState.TASK_STATE_CANCELED:
+                if record is None or not stored or is_terminal(record.state):
+                    raise ConcurrentTaskModificationError(task_id)
+            elif prev_version == 0:
+                if stored:
+                    raise ConcurrentTaskModificationError(task_id)
+            elif record is None or not stored or record.version != prev_version:
+                raise ConcurrentTaskModificationError(task_id)
+            if record is None:
+                record = self._records[task_id] = TaskRecord(task_id)
+            was_terminal = stored and is_terminal(record.state)
+            record.owner = owner
+            record.data = data
+            record.task = parsed
+            record.state = state
+            record.version += 1
+            if not is_terminal(state):
+                record.expires_at = None
+            elif not was_terminal or record.expires_at is None:
+                self._expire_at(record, self.clock() + retention)
+            if event is not None:
+                record.append(record.version, event, max_events)
+                self._notify(task_id)
+            return record.version
+
+    def get(self, task_id: str, owner: str) -> tuple[bytes, int] | None:
+        """Returns the task's bytes and version if `owner` owns it."""
+        with self.lock:
+            record = self._live(task_id)
+            if record is None or record.data is None or record.owner != owner:
+                return None
+            return record.data, record.version
+
+    def tasks_of(self, owner: str) -> list[Task]:
+        """Returns the private parsed tasks of `owner`; do not mutate them."""
+        with self.lock:
+            records = list(self._records.values())
+            now = self.clock()
+            return [
+                r.task
+                for r in records
+                if r.owner == owner
+                and r.task is not None
+                and (r.expires_at is None or r.expires_at > now)
+            ]
+
+    def delete(self, task_id: str, owner: str) -> bool:
+        """Deletes the task, its log and its push configs if `owner` owns it."""
+        with self.lock:
+            record = self._live(task_id)
+            if record is None or not record.stored or record.owner != owner:
+                return False
+            self._drop(record)
+            return True
+
+    def sweep(self) -> int:
+        """Drops every expired task and log; returns how many."""
+        dropped = 0
+        with self.lock:
+            now = self.clock()
+            while self._expiry and self._expiry[0][0] <= now:
+                _, _, task_id = heapq.heappop(self._expiry)
+                record = self._records.get(task_id)
+                if (
+                    record is not None
+                    and record.expires_at is not None
+                    and record.expires_at <= now
+                ):
+                    self._drop(record)
+                    dropped += 1
+        return dropped
+
+    def task_count(self) -> int:
+        """The number of records (tasks or published-only logs) held."""
+        with self.lock:
+            return len(self._records)
+
+    # --- Event logs --------------------------------------------------------
+
+    def publish(
+        self,
+        task_id: str,
+        version: int,
+        data: bytes,
+        *,
+        retention: float,
+        max_events: int,
+    ) -> bool:
+        """Appends a published event unless the log already holds it.
+
+        Returns:
+            Whether the event was appended.
+        """
+        with self.lock:
+            record = self._live(task_id)
+            if record is not None and record.has_event(version, data):
+                return False
+            if record is None:
+                # Published without a stored task (a message-mode reply):
+                # keep the log for `retention` only.
+                record = self._records[task_id] = TaskRecord(task_id)
+                self._expire_at(record, self.clock() + retention)
+            record.append(version, data, max_events)
+            self._notify(task_id)
+            return True
+
+    def read(self, task_id: str, cursor: Cursor) -> list[LogEntry]:
+        """Returns the log entries after `cursor` and advances it."""
+        with self.lock:
+            record = self._live(task_id)
+            if record is None:
+                return []
+            if cursor.record is not record:
+                cursor.record, cursor.seq = record, record.log_base
+            if cursor.seq < record.log_base:
+                logger.warning(
+                    'Subscriber of task %s fell %d events behind the log cap; '
+                    'they were dropped',
+                    task_id,
+                    record.log_base - cursor.seq,
+                )
+                cursor.seq = record.log_base
+            entries = list(
+                itertools.islice(record.log, cursor.seq - record.log_base, None)
+            )
+            cursor.seq = record.log_end
+            return entries
+
+    def add_waiter(self, waiter: Waiter) -> None:
+        """Registers a subscriber to be woken on new events."""
+        with self.lock:
+            self._waiters.setdefault(waiter.task_id, set()).add(waiter)
+
+    def remove_waiter(self, waiter: Waiter) -> None:
+        """Unregisters a subscriber; idempotent."""
+        with self.lock:
+            waiters = self._waiters.get(waiter.task_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[waiter.task_id]
+
+    def waiter_count(
+        self, task_id: str | None = None, instance_id: str | None = None
+    ) -> int:
+        """Counts registered subscribers, of one task and/or one replica."""
+        with self.lock:
+            groups = (
+                [self._waiters.get(task_id, set())]
+                if task_id is not None
+                else list(self._waiters.values())
+            )
+            return sum(
+                1
+                for group in groups
+                for w in group
+                if instance_id is None or w.instance_id == instance_id
+            )
+
+    def close_waiters(self, instance_id: str) -> int:
+        """Ends the subscriptions of replica `instance_id`; returns how many."""
+        with self.lock:
+            closing = [
+                w
+                for group in self._waiters.values()
+                for w in group
+                if w.instance_id == instance_id
+            ]
+            for waiter in closing:
+                waiter.closed = True
+                self.remove_waiter(waiter)
+                waiter.wake()
+            return len(closing)
+
+    def _notify(self, task_id: str) -> None:
+        for waiter in list(self._waiters.get(task_id, ())):
+            waiter.wake()
+
+    # --- Push configs ------------------------------------------------------
+
+    def push_set(self, task_id: str, owner: str, config_id: str, data: bytes) -> None:
+        """Stores (or replaces) one push config of `owner` for `task_id`."""
+        with self.lock:
+            configs = self._push.setdefault(task_id, {}).setdefault(owner, {})
+            configs.pop(config_id, None)
+            configs[config_id] = data
+
+    def push_get(self, task_id: str, owner: str | None) -> list[bytes]:
+        """Returns the configs of `owner`, or of every owner when `None`."""
+        with self.lock:
+            self._live(task_id)
+            by_owner = self._push.get(task_id, {})
+            if owner is not None:
+                return list(by_owner.get(owner, {}).values())
+            return [data for configs in by_owner.values() for data in configs.values()]
+
+    def push_delete(self, task_id: str, owner: str, config_id: str | None) -> None:
+        """Deletes one config of `owner` (or all of them when `None`)."""
+        with self.lock:
+            by_owner = self._push.get(task_id)
+            if by_owner is None or owner not in by_owner:
+                return
+            if config_id is None:
+                del by_owner[owner]
+            else:
+                by_owner[owner].pop(config_id, None)
+                if not by_owner[owner]:
+                    del by_owner[owner]
+            if not by_owner:
+                del self._push[task_id]
+
+    # --- Replicas ----------------------------------------------------------
+
+    def beat(self, instance_id: str) -> None:
+        """Records that replica `instance_id` is alive now."""
+        with self.lock:
+            self._replicas[instance_id] = self.clock()
+
+    def forget(self, instance_id: str) -> bool:
+        """Removes a replica from the registry; returns whether it was there."""
+        with self.lock:
+            return self._replicas.pop(instance_id, None) is not None
+
+    def replicas(self) -> dict[str, float]:
+        """Returns each registered replica's last heartbeat time."""
+        with self.lock:
+            return dict(self._replicas)
+
+    def silent_replicas(self, older_than: float, *, exclude: str) -> list[str]:
+        """Returns replicas whose last heartbeat is `older_than` seconds old."""
+        with self.lock:
+            now = self.clock()
+            return sorted(
+                instance_id
+                for instance_id, last in self._replicas.items()
+                if instance_id != exclude and now - last >= older_than
+            )
