@@ -11,6 +11,7 @@ entry-point group that implements one or more of these hooks::
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -23,3 +24,13 @@ hookimpl = pluggy.HookimplMarker('a2a_scale')
 @hookspec
 def register_backends(register: Callable[[BackendSpec], None]) -> None:
     """Registers backends by calling ``register(spec)`` once per backend."""
+
+
+@hookspec
+def register_commands(app: Any) -> None:
+    """Adds commands or command groups to the ``a2a-scale`` CLI.
+
+    Args:
+        app: The root ``typer.Typer`` application; a plugin typically calls
+            ``app.add_typer(sub_app, name='aws')``.
+    """
