@@ -6,7 +6,6 @@ Tasks are stored as serialized `Task` protos; events as serialized
 
 from __future__ import annotations
 
-from a2a.server.cluster.database_event_stream import stream_response_to_event
 from a2a.server.events.event_queue import Event
 from a2a.types.a2a_pb2 import StreamResponse, Task
 from a2a.utils.proto_utils import to_stream_response
@@ -39,6 +38,27 @@ def decode_task(data: bytes, *, key: str) -> Task:
 def encode_event(event: Event) -> bytes:
     """Serializes an event as a `StreamResponse`."""
     return to_stream_response(event).SerializeToString()
+
+
+def stream_response_to_event(response: StreamResponse) -> Event:
+    """Returns the event a `StreamResponse` carries.
+
+    The SDK has the same function in its SQL event stream module, which
+    imports SQLAlchemy; this one keeps the core free of that dependency.
+
+    Raises:
+        ValueError: If no payload is set.
+    """
+    which = response.WhichOneof('payload')
+    if which == 'task':
+        return response.task
+    if which == 'message':
+        return response.message
+    if which == 'status_update':
+        return response.status_update
+    if which == 'artifact_update':
+        return response.artifact_update
+    raise ValueError(f'the StreamResponse has no known payload ({which!r})')
 
 
 def decode_event(data: bytes, *, key: str) -> Event:
