@@ -1,0 +1,138 @@
+"""`RedisEventFeed`: every task event of a namespace, for consumer groups."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from a2a_scale.codec import decode_event
+from a2a_scale_redis.keys import KeySpace, decode_id
+
+if TYPE_CHECKING:
+    from a2a.server.events.event_queue import Event
+
+    from a2a_scale_redis.connection import AnyRedis
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """One event of the feed."""
+
+    entry_id: str
+    task_id: str
+    version: int
+    owner: str
+    data: bytes
+    key: str
+
+    def event(self) -> Event:
+        """Decodes the event (raises `CorruptDataError` naming the entry)."""
+        return decode_event(self.data, key=f'{self.key}#{self.entry_id}')
+
+
+class RedisEventFeed:
+    """Reads the namespace's event feed as one consumer of a consumer group.
+
+    Every saved event is appended to the feed (``{<ns>:feed}``, trimmed to
+    ``feed_maxlen``). Consumers sharing a group split the events between
+    them (load-balanced); give each replica its own group to have every
+    replica see every event (per-instance). Entries a consumer read but never
+    acknowledged are reclaimed by another consumer of the group once they
+    have been pending for ``claim_idle_ms`` (``XAUTOCLAIM``), so a dead
+    consumer loses nothing. Delivery is at least once: ``(task_id, version)``
+    identifies an event.
+    """
+
+    def __init__(
+        self,
+        client: AnyRedis,
+        *,
+        namespace: str,
+        group: str,
+        consumer: str,
+        block_ms: int = 2_000,
+        claim_idle_ms: int = 30_000,
+        batch: int = 100,
+    ) -> None:
+        self._client = client
+        self.key = KeySpace(namespace).feed
+        self.group = group
+        self.consumer = consumer
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._batch = batch
+        self._claim_from = '0-0'
+
+    async def ensure_group(self, *, from_start: bool = False) -> None:
+        """Creates the group if absent, reading new events (or all of them)."""
+        try:
+            await self._client.xgroup_create(
+                self.key, self.group, id='0' if from_start else '$', mkstream=True
+            )
+        except ResponseError as e:
+            if 'BUSYGROUP' not in str(e):
+                raise
+
+    async def read(self) -> list[FeedEntry]:
+        """Returns the next entries: reclaimed ones first, then new ones."""
+        try:
+            claimed: Any = await self._client.xautoclaim(
+                self.key,
+                self.group,
+                self.consumer,
+                self._claim_idle_ms,
+                start_id=self._claim_from,
+                count=self._batch,
+            )
+            self._claim_from = claimed[0].decode() if claimed[0] else '0-0'
+            entries = [self._entry(i, f) for i, f in claimed[1] if f]
+            if entries:
+                return entries
+            reply: Any = await self._client.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.key: '>'},
+                count=self._batch,
+                block=self._block_ms,
+            )
+        except ResponseError as e:
+            if 'NOGROUP' not in str(e):
+                raise
+            # The feed expired while idle (retention): start it again.
+            await self.ensure_group(from_start=True)
+            return []
+        return [self._entry(i, f) for _, items in reply or [] for i, f in items]
+
+    async def ack(self, *entries: FeedEntry) -> None:
+        """Acknowledges handled entries."""
+        if entries:
+            await self._client.xack(
+                self.key, self.group, *(e.entry_id for e in entries)
+            )
+
+    async def __aiter__(self) -> AsyncIterator[FeedEntry]:
+        """Yields entries forever; acknowledge each with `ack`."""
+        while True:
+            for entry in await self.read():
+                yield entry
+
+    async def leave(self) -> None:
+        """Removes this consumer from the group (its pending entries move on)."""
+        await self._client.xgroup_delconsumer(self.key, self.group, self.consumer)
+
+    async def destroy_group(self) -> None:
+        """Deletes the group (per-instance groups of a stopped replica)."""
+        await self._client.xgroup_destroy(self.key, self.group)
+
+    def _entry(self, raw_id: bytes, fields: dict[bytes, bytes]) -> FeedEntry:
+        return FeedEntry(
+            entry_id=raw_id.decode(),
+            task_id=decode_id(fields[b't'].decode()),
+            version=int(fields[b'v']),
+            owner=fields[b'o'].decode(),
+            data=fields[b'e'],
+            key=self.key,
+        )

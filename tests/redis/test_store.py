@@ -1,0 +1,240 @@
+"""Redis-specific behaviour of the task store: keys, bad data, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from a2a.server.cluster import ConcurrentTaskModificationError, TaskVersion
+from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
+from redis.asyncio import Redis
+
+from a2a_scale import CorruptDataError, ScaleSettings, load_backend
+from a2a_scale.errors import ConfigurationError
+from a2a_scale.testing import TaskWriter, make_task, user_context
+from a2a_scale_redis.backend import RedisBackend
+from a2a_scale_redis.errors import RedisWrongTypeError
+from a2a_scale_redis.keys import KeySpace, decode_id, encode_id
+from a2a_scale_redis.settings import RedisSettings, redact_url
+
+pytestmark = pytest.mark.redis
+
+ALICE = user_context('alice')
+HOSTILE_IDS = [
+    'a{b}c',
+    '}{',
+    'x:y:z',
+    '*',
+    'with space',
+    'ünïcødé-✓-𝄞',
+    '{a2a:t:00}:task',
+    'k' * 10_000,
+]
+
+
+def backend_for(url: str, namespace: str, **redis: object) -> RedisBackend:
+    return RedisBackend(
+        ScaleSettings(namespace=namespace, backend='redis'),
+        RedisSettings(url=url, **redis),
+    )
+
+
+@pytest_asyncio.fixture
+async def backend(redis_url: str, namespace: str) -> AsyncIterator[RedisBackend]:
+    async with backend_for(redis_url, namespace) as started:
+        yield started
+
+
+@pytest.mark.parametrize('task_id', [*HOSTILE_IDS, ''], ids=lambda i: repr(i)[:20])
+def test_encoded_ids_stay_inside_the_tag_and_namespace(task_id: str) -> None:
+    keys = KeySpace('ns').task(task_id)
+    for key in (keys.task, keys.events, keys.push):
+        assert key.startswith('{ns:t:')
+        tag = key[1 : key.index('}')]
+        assert set(tag[len('ns:t:') :]) <= set('0123456789abcdef')
+    assert decode_id(encode_id(task_id)) == task_id
+
+
+def test_encoding_keeps_the_order_of_ids() -> None:
+    ids = sorted(['b', 'a', 'ab', 'é', 'z', 'Z', '~', 'a' * 3])
+    assert sorted(ids, key=encode_id) == ids
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize('task_id', HOSTILE_IDS, ids=lambda i: repr(i)[:20])
+async def test_hostile_ids_round_trip_and_touch_only_namespaced_keys(
+    backend: RedisBackend, raw: Redis, namespace: str, task_id: str
+) -> None:
+    writer = TaskWriter(backend.task_store, ALICE, make_task(task_id))
+    await writer.create()
+    await writer.set_state(TaskState.TASK_STATE_WORKING)
+    stored = await backend.task_store.get(task_id, ALICE)
+    assert stored is not None
+    assert stored.task.id == task_id
+    listed = await backend.task_store.list(ListTasksRequest(), ALICE)
+    assert [t.id for t in listed.tasks] == [task_id]
+    keys = [k.decode() async for k in raw.scan_iter(match=f'*{namespace}*')]
+    assert keys
+    assert all(k.startswith(f'{{{namespace}:') for k in keys), keys
+
+
+@pytest.mark.asyncio
+async def test_corrupt_task_bytes_name_the_key_and_list_skips_them(
+    backend: RedisBackend, raw: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = TaskWriter(backend.task_store, ALICE, make_task('good'))
+    bad = TaskWriter(backend.task_store, ALICE, make_task('bad'))
+    await good.create()
+    await bad.create()
+    key = backend.task_store.keys.task('bad').task
+    await raw.hset(key, 'd', b'\xff\x00not a proto')
+    with pytest.raises(CorruptDataError) as caught:
+        await backend.task_store.get('bad', ALICE)
+    assert caught.value.key == key
+    with caplog.at_level(logging.ERROR):
+        listed = await backend.task_store.list(ListTasksRequest(), ALICE)
+    assert [t.id for t in listed.tasks] == ['good']
+    assert key in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_wrongtype_keys_give_a_clear_error(
+    backend: RedisBackend, raw: Redis
+) -> None:
+    keys = backend.task_store.keys.task('t')
+    await raw.set(keys.task, 'a string')
+    with pytest.raises(RedisWrongTypeError) as caught:
+        await backend.task_store.get('t', ALICE)
+    assert caught.value.key == keys.task
+    with pytest.raises(RedisWrongTypeError):
+        await TaskWriter(backend.task_store, ALICE, make_task('t')).create()
+    await raw.delete(keys.task)
+    await raw.set(keys.events, 'not a stream')
+    with pytest.raises(RedisWrongTypeError) as caught:
+        await TaskWriter(backend.task_store, ALICE, make_task('t')).create()
+    assert caught.value.key == keys.events
+    assert await raw.exists(keys.task) == 0  # nothing half-written
+
+
+@pytest.mark.asyncio
+async def test_two_replicas_hammering_one_task_lose_no_update(
+    redis_url: str, namespace: str
+) -> None:
+    a = backend_for(redis_url, namespace)
+    b = backend_for(redis_url, namespace)
+    async with a, b:
+        task = make_task('hot', state=TaskState.TASK_STATE_WORKING)
+        await TaskWriter(a.task_store, ALICE, task).create()
+        applied: list[str] = []
+
+        async def worker(backend: RedisBackend, name: str, count: int) -> None:
+            done = 0
+            while done < count:
+                stored = await backend.task_store.get('hot', ALICE)
+                assert stored is not None
+                updated = stored.task
+                updated.metadata[f'{name}-{done}'] = 'x'
+                try:
+                    await backend.task_store.save(
+                        updated,
+                        event=None,
+                        prev=None,
+                        prev_version=stored.version,
+                        context=ALICE,
+                    )
+                except ConcurrentTaskModificationError:
+                    continue
+                applied.append(f'{name}-{done}')
+                done += 1
+
+        await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    worker(r, f'{r.instance_id}-{i}', 25)
+                    for i in range(4)
+                    for r in (a, b)
+                )
+            ),
+            60,
+        )
+        final = await b.task_store.get('hot', ALICE)
+        assert final is not None
+        assert sorted(final.task.metadata) == sorted(applied)
+        assert len(applied) == 200
+        assert final.version == TaskVersion(201)
+
+
+@pytest.mark.asyncio
+async def test_a_retried_save_is_not_applied_twice(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = backend.task_store
+    real = store._save
+    calls = 0
+
+    async def flaky(**kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        reply = await real(**kwargs)
+        if calls == 1:  # the reply is lost after Redis applied the write
+            return await real(**kwargs)
+        return reply
+
+    monkeypatch.setattr(store, '_save', flaky)
+    writer = TaskWriter(store, ALICE, make_task('r'))
+    await writer.create()
+    assert writer.version == TaskVersion(1)
+    events = await backend.client.xlen(store.keys.task('r').events)
+    assert events == 1
+
+
+@pytest.mark.asyncio
+async def test_plain_task_store_view_overwrites(backend: RedisBackend) -> None:
+    plain = backend.task_store.as_task_store
+    task = make_task('p')
+    await plain.save(task, ALICE)
+    task.status.state = TaskState.TASK_STATE_COMPLETED
+    await plain.save(task, ALICE)
+    got = await plain.get('p', ALICE)
+    assert got is not None
+    assert got.status.state == TaskState.TASK_STATE_COMPLETED
+    assert (await plain.list(ListTasksRequest(), ALICE)).total_size == 1
+    await plain.delete('p', ALICE)
+    assert await plain.get('p', ALICE) is None
+
+
+def test_passwords_never_appear_in_settings_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = 'rediss://app-user:s3cr3t-pw@redis.example:6380/2'
+    settings = RedisSettings(url=url)
+    assert 's3cr3t' not in settings.display_url
+    assert settings.display_url == 'rediss://app-user:***@redis.example:6380/2'
+    assert 's3cr3t' not in repr(settings)
+    assert 's3cr3t' not in str(settings.model_dump())
+    assert redact_url('redis://127.0.0.1:6379/0') == 'redis://127.0.0.1:6379/0'
+    monkeypatch.setenv('A2A_SCALE_REDIS_URL', 'http://u:s3cr3t@h/0')
+    with pytest.raises(ConfigurationError) as caught:
+        load_backend('redis')
+    assert 'A2A_SCALE_REDIS_URL' in str(caught.value)
+    assert 's3cr3t' not in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_unreachable_redis_fails_start_without_the_password(
+    namespace: str,
+) -> None:
+    backend = backend_for(
+        'redis://u:hunter2-pw@127.0.0.1:1/0',
+        namespace,
+        retries=0,
+        connect_timeout=0.5,
+    )
+    with pytest.raises(ConnectionError) as caught:
+        await backend.start()
+    assert 'A2A_SCALE_REDIS_URL' in str(caught.value)
+    assert 'hunter2' not in str(caught.value)
+    assert not backend.started
