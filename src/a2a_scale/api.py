@@ -31,7 +31,7 @@ def _import_resolver(path: str) -> OwnerResolver:
             f'A2A_SCALE_OWNER_RESOLVER={path!r} is not callable',
             variable='A2A_SCALE_OWNER_RESOLVER',
         )
-    return resolver  # type: ignore[no-any-return]
+    return resolver
 
 
 def load_backend(

@@ -7,6 +7,7 @@ import inspect
 import logging
 from collections import OrderedDict
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -68,6 +69,9 @@ _PUSH_MEMORY = 4096
 """How many recent terminal pushes a replica remembers, to push each once."""
 
 _SDK_INIT = inspect.signature(DefaultRequestHandler.__init__)
+
+_WATCH_RETRY_SECONDS = 1.0
+"""Pause before a cancel watch resubscribes after its stream failed."""
 
 
 def _status_event(task: Task) -> TaskStatusUpdateEvent:
@@ -137,6 +141,8 @@ class _TerminalWriteLog(VersionedTaskStore):
     def __init__(self, store: VersionedTaskStore) -> None:
         self._store = store
         self.written: dict[str, TaskStatusUpdateEvent] = {}
+        self.cancelling: set[str] = set()
+        """Tasks this replica writes (or wrote) CANCELED for, noted before the write."""
 
     async def save(
         self,
@@ -148,6 +154,10 @@ class _TerminalWriteLog(VersionedTaskStore):
         context: ServerCallContext,
     ) -> TaskVersion:
         """Saves, then notes a FAILED or CANCELED state."""
+        if task.status.state == TaskState.TASK_STATE_CANCELED:
+            # Noted before the write reaches the shared log, so this
+            # replica's cancel watch never mistakes it for a remote cancel.
+            self.cancelling.add(task.id)
         version = await self._store.save(
             task, event=event, prev=prev, prev_version=prev_version, context=context
         )
@@ -181,7 +191,172 @@ class _SettlingTaskRegistry(ActiveTaskRegistry):
 
     def _on_active_task_cleanup(self, active_task: ActiveTask) -> None:
         super()._on_active_task_cleanup(active_task)
-        self._handler._schedule_settle(active_task.task_id)
+        self._handler._on_task_released(active_task)
+
+
+@dataclass(eq=False)
+class _Watch:
+    """One replica's watch over one running task."""
+
+    active_task: ActiveTask
+    runner: asyncio.Task[None] | None = None
+    renewed: bool = False
+    """A new turn was set up here since the watch last saw the task park."""
+    cancelling: bool = False
+
+
+class _RemoteCancelWatch:
+    """Cancels the local run of a task that another replica cancelled.
+
+    The SDK serves a cancel on a replica that does not run the task by
+    writing CANCELED to the shared store; the replica that runs it only
+    notices at the agent's next save, which an idle agent may never make.
+    While a task runs here, this follows its shared stream from the version
+    this replica last knew, and on a CANCELED this replica did not write it
+    cancels the run as a local cancel does. Each watch holds one stream
+    subscription and one asyncio task, and ends when the task finishes, parks
+    in an interrupted state, or is released, and on `aclose`.
+    """
+
+    def __init__(self, stream: TaskEventStream, write_log: _TerminalWriteLog) -> None:
+        self._stream = stream
+        self._write_log = write_log
+        self._watches: dict[str, _Watch] = {}
+        self._runners: set[asyncio.Task[None]] = set()
+
+    def watch(self, active_task: ActiveTask) -> None:
+        """Watches `active_task`, or renews its live watch for a new turn."""
+        if active_task.is_finished:
+            return
+        task_id = active_task.task_id
+        current = self._watches.get(task_id)
+        if current is not None:
+            if current.active_task is active_task:
+                current.renewed = True
+                return
+            self._stop(current)
+        # The SDK's task manager holds the version and state this replica
+        # last read or wrote; its producer is waiting for this request.
+        manager = active_task._task_manager
+        snapshot = manager._current_task
+        watch = _Watch(active_task)
+        runner = asyncio.create_task(
+            self._run(
+                watch,
+                manager.current_version,
+                snapshot.status if snapshot is not None else None,
+            ),
+            name=f'cancel-watch:{task_id}',
+        )
+        watch.runner = runner
+        self._watches[task_id] = watch
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
+
+    def release(self, active_task: ActiveTask) -> None:
+        """Ends the watch of a released `active_task`, unless it is cancelling."""
+        watch = self._watches.get(active_task.task_id)
+        if watch is not None and watch.active_task is active_task:
+            self._stop(watch)
+
+    async def aclose(self) -> None:
+        """Ends every watch and waits for them."""
+        self._watches.clear()
+        while self._runners:
+            runners = list(self._runners)
+            for runner in runners:
+                runner.cancel()
+            await asyncio.gather(*runners, return_exceptions=True)
+
+    def _stop(self, watch: _Watch) -> None:
+        self._forget(watch)
+        if watch.runner is not None and not watch.cancelling:
+            watch.runner.cancel()
+
+    def _forget(self, watch: _Watch) -> None:
+        task_id = watch.active_task.task_id
+        if self._watches.get(task_id) is watch:
+            del self._watches[task_id]
+
+    async def _run(
+        self, watch: _Watch, after: TaskVersion, status: TaskStatus | None
+    ) -> None:
+        task_id = watch.active_task.task_id
+        try:
+            while not watch.active_task.is_finished:
+                try:
+                    async with aclosing(
+                        self._stream.subscribe(task_id, after=after)
+                    ) as events:
+                        async for versioned in events:
+                            event = versioned.event
+                            # Checked before the version: the SDK's SQL store
+                            # on SQLite was seen logging a remote CANCELED at
+                            # the version of the event before it.
+                            if self._cancelled_elsewhere(watch, event):
+                                await self._cancel_run(watch)
+                                return
+                            if not versioned.version.is_after(after):
+                                continue
+                            after = versioned.version
+                            if _ends_turn(event, status) and self._ends(watch, event):
+                                return
+                            if isinstance(event, Task | TaskStatusUpdateEvent):
+                                status = event.status
+                    return  # The stream ended: the backend is stopping.
+                except Exception:
+                    logger.warning(
+                        'Cancel watch of task %s lost its stream; resubscribing',
+                        task_id,
+                        exc_info=True,
+                    )
+                await asyncio.sleep(_WATCH_RETRY_SECONDS)
+        finally:
+            self._forget(watch)
+
+    def _cancelled_elsewhere(self, watch: _Watch, event: Event) -> bool:
+        task_id = watch.active_task.task_id
+        return (
+            isinstance(event, Task | TaskStatusUpdateEvent)
+            and event.status.state == TaskState.TASK_STATE_CANCELED
+            and task_id not in self._write_log.cancelling
+            and not watch.active_task.is_finished
+        )
+
+    def _ends(self, watch: _Watch, event: Event) -> bool:
+        """Whether the watch ends at `event`, which ends a turn.
+
+        A park ends it unless a new turn was set up here meanwhile: that
+        turn's setup found this watch live and left it to carry on.
+        """
+        parked = (
+            isinstance(event, Task | TaskStatusUpdateEvent)
+            and event.status.state in INTERRUPTED_TASK_STATES
+        )
+        if parked and watch.renewed:
+            watch.renewed = False
+            return False
+        self._forget(watch)
+        return True
+
+    async def _cancel_run(self, watch: _Watch) -> None:
+        """Cancels the local run like a local cancel, without writing again."""
+        watch.cancelling = True
+        self._forget(watch)
+        active_task = watch.active_task
+        logger.info(
+            'Task %s was cancelled on another replica; cancelling its run here',
+            active_task.task_id,
+        )
+        try:
+            # The executor's cancel is called and the producer cancelled. The
+            # CANCELED already stored makes any write of the agent's conflict,
+            # the SDK re-reads it and finishes, and nothing is written again.
+            await active_task.cancel(active_task._task_manager._call_context)
+        except Exception:
+            logger.exception(
+                'Cancelling the run of task %s here failed', active_task.task_id
+            )
 
 
 class ClusterRequestHandler(DefaultRequestHandler):
@@ -218,14 +393,37 @@ class ClusterRequestHandler(DefaultRequestHandler):
       executor whose ``cancel`` emits nothing, and FAILED written after an
       executor raises. This handler pushes each of those once; states the
       SDK already pushed are not pushed again.
+    - **A cancel from any replica stops the agent.** A cancel served on a
+      replica that does not run the task only writes CANCELED to the store;
+      the SDK on the running replica notices at the agent's next save, so an
+      idle agent (awaiting a model, a timer, an event) runs on, possibly
+      forever. Here, while a turn runs, the replica follows the task's shared
+      stream and cancels the run on a CANCELED it did not write: the
+      executor's ``cancel`` is called and the agent's coroutine cancelled, as
+      for a local cancel, and nothing is written or pushed again. Cost: one
+      stream subscription and one asyncio task per running task (cheap where
+      the backend multiplexes subscriptions, as memory and Redis do; with the
+      SDK's SQL stream each one polls). Pass ``watch_remote_cancel=False`` to
+      opt out.
     """
 
     def __init__(
         self,
         *args: Any,
+        watch_remote_cancel: bool = True,
         _owned_http_client: httpx.AsyncClient | None = None,
         **kwargs: Any,
     ) -> None:
+        """Takes the SDK's arguments, plus the switches below.
+
+        Args:
+            *args: Passed on to `DefaultRequestHandler`.
+            watch_remote_cancel: Whether a task running here is watched for a
+                cancel served by another replica (see the class docstring).
+            **kwargs: Passed on to `DefaultRequestHandler`;
+                ``interrupted_task_timeout`` defaults to
+                `DEFAULT_INTERRUPTED_TASK_TIMEOUT`.
+        """
         bound = _SDK_INIT.bind(self, *args, **kwargs)
         arguments = dict(bound.arguments)
         del arguments['self']
@@ -239,23 +437,29 @@ class ClusterRequestHandler(DefaultRequestHandler):
         self._owned_http_client = _owned_http_client
         self._settling: set[asyncio.Task[None]] = set()
         super().__init__(**arguments)
-        self._write_log: _TerminalWriteLog | None = None
-        if self._ledger is not None:
-            # Same registry as the SDK's, but its tasks save through a store
-            # wrapper that notes the terminal states the SDK writes itself.
-            self._write_log = _TerminalWriteLog(self._versioned_store)
-            self._active_task_registry = _SettlingTaskRegistry(
-                self,
-                agent_executor=self.agent_executor,
-                task_store=self._write_log,
-                push_sender=self._ledger,
-                event_stream=self._event_stream,
-                interrupted_task_timeout=arguments['interrupted_task_timeout'],
-            )
+        # Same registry as the SDK's, but its tasks save through a store
+        # wrapper that notes the terminal states the SDK writes itself, and it
+        # reports each task it releases.
+        self._write_log = _TerminalWriteLog(self._versioned_store)
+        self._active_task_registry = _SettlingTaskRegistry(
+            self,
+            agent_executor=self.agent_executor,
+            task_store=self._write_log,
+            push_sender=self._ledger,
+            event_stream=self._event_stream,
+            interrupted_task_timeout=arguments['interrupted_task_timeout'],
+        )
+        self._cancel_watch = (
+            _RemoteCancelWatch(self._event_stream, self._write_log)
+            if watch_remote_cancel and self._event_stream is not None
+            else None
+        )
 
     async def aclose(self) -> None:
-        """Drains active tasks and pending pushes, then closes its HTTP client."""
+        """Drains active tasks, watches and pushes, then closes its HTTP client."""
         await super().aclose()
+        if self._cancel_watch is not None:
+            await self._cancel_watch.aclose()
         while self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
         if self._owned_http_client is not None:
@@ -275,7 +479,12 @@ class ClusterRequestHandler(DefaultRequestHandler):
                 inferred.CopyFrom(params)
                 inferred.message.context_id = stored.task.context_id
                 params = inferred
-        return await super()._setup_active_task(params, call_context)
+        active_task, request_context = await super()._setup_active_task(
+            params, call_context
+        )
+        if self._cancel_watch is not None:
+            self._cancel_watch.watch(active_task)
+        return active_task, request_context
 
     # -- subscriptions ----------------------------------------------------------
 
@@ -395,17 +604,19 @@ class ClusterRequestHandler(DefaultRequestHandler):
         finally:
             await self._settle(task_id)
 
-    def _schedule_settle(self, task_id: str) -> None:
-        task = asyncio.create_task(self._settle(task_id))
+    def _on_task_released(self, active_task: ActiveTask) -> None:
+        """Ends the task's watch and settles its pushes once it is released."""
+        if self._cancel_watch is not None:
+            self._cancel_watch.release(active_task)
+        self._write_log.cancelling.discard(active_task.task_id)
+        task = asyncio.create_task(self._settle(active_task.task_id))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
     async def _settle(self, task_id: str) -> None:
         """Pushes a FAILED or CANCELED this replica wrote, unless already pushed."""
-        if self._write_log is None or self._ledger is None:
-            return
         event = self._write_log.written.pop(task_id, None)
-        if event is not None:
+        if event is not None and self._ledger is not None:
             await self._ledger.send_once(task_id, event)
 
 

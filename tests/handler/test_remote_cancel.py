@@ -1,0 +1,155 @@
+"""Gap 4: a cancel served by another replica stops an idle agent.
+
+The SDK serves a cancel on a replica that does not run the task by writing
+CANCELED to the shared store. The replica that runs the agent only notices
+at the agent's next save; an agent waiting on something else (a model, a
+timer, a queue) runs on. `WaitsForCancel` is such an agent: it never saves
+after starting work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, Task, TaskState
+from handler_support import (
+    WAIT,
+    Cluster,
+    InputThenComplete,
+    WaitsForCancel,
+    call_context,
+    expect_sdk_gap,
+    send_request,
+    state_of,
+    user_message,
+)
+
+from a2a_scale.handler import ClusterRequestHandler
+
+CANCELED = TaskState.TASK_STATE_CANCELED
+COMPLETED = TaskState.TASK_STATE_COMPLETED
+INPUT_REQUIRED = TaskState.TASK_STATE_INPUT_REQUIRED
+SHORT = 2.0
+
+
+async def _start(handler, ctx) -> Task:  # type: ignore[no-untyped-def]
+    task = await asyncio.wait_for(
+        handler.on_message_send(
+            send_request(user_message(), return_immediately=True), ctx
+        ),
+        WAIT,
+    )
+    assert isinstance(task, Task)
+    return task
+
+
+@pytest.mark.asyncio
+async def test_cancel_from_another_replica_stops_an_idle_agent(
+    cluster: Cluster, request: pytest.FixtureRequest
+) -> None:
+    expect_sdk_gap(cluster, request, 'idle agent never sees a remote cancel')
+    agent = WaitsForCancel()
+    a, _, c = cluster.replicas(agent, count=3)
+    ctx = call_context()
+    task = await _start(a, ctx)
+    await asyncio.wait_for(agent.working.wait(), WAIT)
+
+    cancelled = await asyncio.wait_for(
+        c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT
+    )
+    assert state_of(cancelled) == CANCELED
+    await asyncio.wait_for(agent.cancelled.wait(), SHORT)
+
+
+@pytest.mark.asyncio
+async def test_stopped_idle_agent_writes_nothing_more(cluster: Cluster) -> None:
+    """The run stops without a second CANCELED or any other write."""
+    if not cluster.fixed:
+        pytest.skip('the SDK never stops the idle agent')
+    agent = WaitsForCancel()
+    a, b, c = cluster.replicas(agent, count=3)
+    ctx = call_context()
+    task = await _start(a, ctx)
+    await asyncio.wait_for(agent.working.wait(), WAIT)
+    await asyncio.wait_for(c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT)
+    await asyncio.wait_for(agent.cancelled.wait(), SHORT)
+
+    before = await b.on_get_task(GetTaskRequest(id=task.id), ctx)
+    await asyncio.sleep(0.3)
+    after = await b.on_get_task(GetTaskRequest(id=task.id), ctx)
+    assert state_of(after) == CANCELED
+    assert before == after
+    await cluster.aclose()
+    assert cluster.pushes.count(task.id, CANCELED) == 1
+
+
+@pytest.mark.asyncio
+async def test_local_cancel_is_not_mistaken_for_a_remote_one(
+    cluster: Cluster,
+) -> None:
+    """A cancel served where the agent runs calls the executor's cancel once."""
+    calls = 0
+
+    class CountsCancels(WaitsForCancel):
+        async def cancel(self, context, event_queue) -> None:  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            await super().cancel(context, event_queue)
+
+    agent = CountsCancels()
+    (a,) = cluster.replicas(agent, count=1)
+    ctx = call_context()
+    task = await _start(a, ctx)
+    await asyncio.wait_for(agent.working.wait(), WAIT)
+    cancelled = await asyncio.wait_for(
+        a.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT
+    )
+    assert state_of(cancelled) == CANCELED
+    await asyncio.sleep(0.3)
+    assert calls == 1
+
+
+@pytest.mark.asyncio
+async def test_watch_ends_when_the_task_parks(cluster: Cluster) -> None:
+    """No subscription is left behind once a turn ends in input-required."""
+    if not cluster.fixed:
+        pytest.skip('only our handler watches')
+    agent = InputThenComplete()
+    a, b = cluster.replicas(agent)
+    ctx = call_context()
+    parked = await asyncio.wait_for(
+        a.on_message_send(send_request(user_message()), ctx), WAIT
+    )
+    assert state_of(parked) == INPUT_REQUIRED
+    assert isinstance(a, ClusterRequestHandler)
+    watch = a._cancel_watch
+    assert watch is not None
+    async with asyncio.timeout(WAIT):
+        while watch._runners:  # noqa: ASYNC110 (internal state, no event to wait on)
+            await asyncio.sleep(0.01)
+
+    # The follow-up on B completes it; A's parked task is not cancelled.
+    done = await asyncio.wait_for(
+        b.on_message_send(
+            send_request(user_message(task_id=parked.id, context_id=parked.context_id)),
+            ctx,
+        ),
+        WAIT,
+    )
+    assert state_of(done) == COMPLETED
+
+
+@pytest.mark.asyncio
+async def test_opting_out_keeps_the_sdk_behaviour(cluster: Cluster) -> None:
+    """``watch_remote_cancel=False`` leaves an idle agent running."""
+    if not cluster.fixed:
+        pytest.skip('only our handler has the switch')
+    agent = WaitsForCancel()
+    a, c = cluster.replicas(agent, count=2, watch_remote_cancel=False)
+    ctx = call_context()
+    task = await _start(a, ctx)
+    await asyncio.wait_for(agent.working.wait(), WAIT)
+    await asyncio.wait_for(c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT)
+    await asyncio.sleep(0.5)
+    assert not agent.cancelled.is_set()
