@@ -42,6 +42,9 @@ class BackendSpec:
         description: One line for ``a2a-scale backends``.
         requires: Top-level modules the backend needs (e.g. ``('redis',)``).
         extra: The ``a2a-scale[...]`` extra that installs ``requires``.
+        install: The pip requirement that installs ``requires``, for
+            third-party backends (e.g. ``'a2a-scale-mine'``); it wins over
+            `extra` in the missing-driver message.
     """
 
     name: str
@@ -50,6 +53,7 @@ class BackendSpec:
     description: str = ''
     requires: tuple[str, ...] = field(default=())
     extra: str | None = None
+    install: str | None = None
 
     def missing_requirements(self) -> list[str]:
         """Returns the required modules that are not importable."""
@@ -63,11 +67,11 @@ class BackendSpec:
         """Raises `ImportError` naming the extra when a driver is missing."""
         missing = self.missing_requirements()
         if missing:
-            extra = self.extra or self.name
+            requirement = self.install or f'a2a-scale[{self.extra or self.name}]'
             raise ImportError(
                 f'The {self.name!r} backend needs {", ".join(missing)}, '
                 f'which is not installed. Install it with: pip install '
-                f'"a2a-scale[{extra}]"',
+                f'"{requirement}"',
                 name=missing[0],
             )
 

@@ -1,16 +1,20 @@
 """Fixtures of the multi-replica end-to-end tests.
 
-The backend comes from ``A2A_SCALE_BACKEND`` (memory by default) and the
-replica mode from ``A2A_SCALE_REPLICA_MODE`` (in-process for memory,
-subprocess otherwise), so the Redis and AWS sessions run these same tests.
+Every scenario runs once per target: ``memory`` (three in-process replicas),
+``redis`` (the shared redis-server), ``redis-cluster`` (a local 3-master
+Redis Cluster started here) and ``aws`` (a moto server started here). The
+service targets run three replica **processes** and carry the ``redis`` or
+``aws`` marker, so each nox session picks its own with ``-m``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pathlib
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from a2a_scale.testing.replicas import ReplicaSet, serve_app
+from service_support import need_service
 
 HERE = pathlib.Path(__file__).parent
 AGENT = 'e2e_agents:create_agent'
@@ -36,9 +41,83 @@ async def probe_dir(
     return tmp_path
 
 
+@dataclass
+class Target:
+    """A backend the replicas share, and the environment that selects it."""
+
+    backend: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _redis_target() -> Target:
+    host = os.environ.get('A2A_SCALE_TEST_REDIS_HOST', '127.0.0.1')
+    port = int(os.environ.get('A2A_SCALE_TEST_REDIS_PORT', '6379'))
+    try:
+        socket.create_connection((host, port), timeout=1.0).close()
+        up = True
+    except OSError:
+        up = False
+    need_service('redis', up, f'{host}:{port}')
+    return Target('redis', {'A2A_SCALE_REDIS_URL': f'redis://{host}:{port}/0'})
+
+
+@pytest.fixture(
+    scope='session',
+    params=[
+        pytest.param('memory', marks=pytest.mark.memory),
+        pytest.param('redis', marks=pytest.mark.redis),
+        pytest.param('redis-cluster', marks=pytest.mark.redis),
+        pytest.param('aws', marks=pytest.mark.aws),
+    ],
+)
+def target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
+    """The backend of this run of the scenarios, with its service started."""
+    name = request.param
+    if name == 'memory':
+        yield Target('memory')
+    elif name == 'redis':
+        yield _redis_target()
+    elif name == 'redis-cluster':
+        from a2a_scale_redis.testing import RedisCluster3, redis_binaries
+
+        need_service('redis-server', redis_binaries() is not None, 'not on PATH')
+        cluster = RedisCluster3(tmp_path_factory.mktemp('e2e-cluster'))
+        cluster.start()
+        try:
+            yield Target(
+                'redis',
+                {'A2A_SCALE_REDIS_URL': cluster.url, 'A2A_SCALE_REDIS_CLUSTER': 'true'},
+            )
+        finally:
+            cluster.stop()
+    else:
+        from a2a_scale_aws.testing import FAKE_CREDENTIALS, MotoServer
+
+        with MotoServer() as server:
+            yield Target(
+                'aws',
+                {
+                    **FAKE_CREDENTIALS,
+                    'AWS_ENDPOINT_URL': server.endpoint,
+                    'A2A_SCALE_AWS_CREATE_RESOURCES': 'true',
+                    'A2A_SCALE_AWS_RECEIVE_WAIT_SECONDS': '1',
+                },
+            )
+
+
 @pytest_asyncio.fixture
-async def replicas(probe_dir: pathlib.Path) -> AsyncIterator[ReplicaSet]:
-    async with ReplicaSet(AGENT, count=3, pythonpath=[str(HERE)]) as started:
+async def replicas(
+    target: Target, probe_dir: pathlib.Path
+) -> AsyncIterator[ReplicaSet]:
+    async with ReplicaSet(
+        AGENT,
+        count=3,
+        backend=target.backend,
+        env=target.env,
+        pythonpath=[str(HERE)],
+    ) as started:
         yield started
 
 

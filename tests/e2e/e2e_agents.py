@@ -8,6 +8,9 @@ The first word of the user's message picks the script:
   30 s). When cancelled it writes ``<task id>.cancelled`` into the directory
   named by ``A2A_SCALE_E2E_PROBE_DIR``, so a test in another process can see
   that the agent itself observed the cancel.
+- ``idle``: one progress update, then waits without writing anything (an
+  agent awaiting a slow model or an outside event); on cancel it writes the
+  same probe file as ``hold``.
 - ``ask``: one progress update, then INPUT_REQUIRED. The follow-up message
   completes the task with an artifact echoing it.
 
@@ -81,9 +84,15 @@ class ScriptedAgent(AgentExecutor):
                     await self._step(updater, step, f'tick {step}')
                     await asyncio.sleep(HOLD_TICK)
             except asyncio.CancelledError:
-                probe = os.environ.get(PROBE_ENV)
-                if probe:
-                    (pathlib.Path(probe) / f'{task_id}.cancelled').write_text(self.url)
+                self._probe(task_id)
+                raise
+            await updater.complete()
+        elif command == 'idle':
+            await self._step(updater, 1, 'waiting')
+            try:
+                await asyncio.sleep(HOLD_LIMIT * HOLD_TICK)
+            except asyncio.CancelledError:
+                self._probe(task_id)
                 raise
             await updater.complete()
         elif command == 'ask':
@@ -98,6 +107,11 @@ class ScriptedAgent(AgentExecutor):
         await TaskUpdater(
             event_queue, context.task_id or '', context.context_id or ''
         ).cancel()
+
+    def _probe(self, task_id: str) -> None:
+        probe = os.environ.get(PROBE_ENV)
+        if probe:
+            (pathlib.Path(probe) / f'{task_id}.cancelled').write_text(self.url)
 
     async def _step(self, updater: TaskUpdater, step: int, text: str) -> None:
         message = new_text_message(
@@ -126,7 +140,7 @@ def create_agent(url: str) -> tuple[ScriptedAgent, AgentCard]:
             AgentSkill(
                 id='script',
                 name='Scripted run',
-                description='stream N DELAY_MS, hold, or ask.',
+                description='stream N DELAY_MS, hold, idle, or ask.',
                 tags=['test'],
             )
         ],

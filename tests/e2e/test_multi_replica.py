@@ -173,6 +173,39 @@ async def test_cancel_from_c_stops_the_agent_running_on_a(
 
 
 @pytest.mark.asyncio
+async def test_cancel_from_c_stops_an_idle_agent_on_a(
+    replicas: ReplicaSet, probe_dir: pathlib.Path
+) -> None:
+    """An agent that writes nothing after starting still sees C's cancel."""
+    task_id = ''
+    ended = None
+    async with (
+        connect(replicas[0].url, token=ALICE) as on_a,
+        connect(replicas[2].url, token=ALICE) as on_c,
+    ):
+        async with asyncio.timeout(TIMEOUT):
+            async for response in on_a.send_message(request('idle')):
+                if response.HasField('task'):
+                    task_id = task_id or response.task.id
+                if live_step(response) == 1:
+                    cancelled = await on_c.cancel_task(CancelTaskRequest(id=task_id))
+                    assert cancelled.status.state == TaskState.TASK_STATE_CANCELED
+                if (state := state_of(response)) is not None:
+                    ended = state
+    assert ended == TaskState.TASK_STATE_CANCELED
+
+    probe = probe_dir / f'{task_id}.cancelled'
+    async with asyncio.timeout(TIMEOUT):
+        while not probe.exists():  # noqa: ASYNC110 (the agent may be in another process)
+            await asyncio.sleep(0.02)
+    assert probe.read_text() == replicas[0].url, 'the idle agent on A was not stopped'
+    assert (
+        await states_everywhere(replicas, task_id)
+        == [TaskState.TASK_STATE_CANCELED] * 3
+    )
+
+
+@pytest.mark.asyncio
 async def test_input_required_follow_up_on_b_is_seen_by_subscriber_on_a(
     replicas: ReplicaSet,
 ) -> None:
