@@ -271,3 +271,16 @@ def test_run_without_a_passed_test_fails(tmp_path):
 
     allowed = run_ci_rules(tmp_path, '', A2A_SCALE_ALLOW_EMPTY='1')
     assert allowed.returncode == 0, allowed.stdout
+
+
+def test_demo_and_replica_harness_do_not_need_pytest():
+    """`pip install a2a-scale` has no pytest; the demo must still import."""
+    code = """
+import sys
+import a2a_scale.demo
+import a2a_scale.testing.replicas
+print('pytest' in sys.modules)
+"""
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'False'

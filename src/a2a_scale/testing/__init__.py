@@ -36,43 +36,63 @@ The API (stable):
 - ``subscription_count(backend, task_id) -> int | None`` (optional): the
   backend's live subscriptions to a task, for the cleanup tests.
 
+The names below load on first use, so importing ``a2a_scale.testing.replicas``
+(the replica harness the demo uses) needs no pytest.
+
 Each test gets a fresh namespace and started backends through the
 ``backend`` (replica A) and ``replica`` (replica B) fixtures, and the
 contexts ``alice`` and ``bob`` of two owners.
 """
 
-from a2a_scale.testing.base import ALICE, BOB, BackendFactory
-from a2a_scale.testing.cluster import ClusterConformance
-from a2a_scale.testing.helpers import (
-    NamedUser,
-    Subscription,
-    TaskWriter,
-    agent_message,
-    is_probe,
-    make_task,
-    new_id,
-    timestamp,
-    user_context,
-)
-from a2a_scale.testing.lifecycle import HealthConformance, LifecycleConformance
-from a2a_scale.testing.listing import ListTasksConformance
-from a2a_scale.testing.push import PushConfigConformance
-from a2a_scale.testing.store import OwnerIsolationConformance, TaskStoreConformance
-from a2a_scale.testing.stream import EventStreamConformance
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
 
-class BackendConformance(
-    TaskStoreConformance,
-    OwnerIsolationConformance,
-    ListTasksConformance,
-    EventStreamConformance,
-    PushConfigConformance,
-    LifecycleConformance,
-    HealthConformance,
-    ClusterConformance,
-):
-    """Every conformance test; mix in a factory to run them on a backend."""
+if TYPE_CHECKING:
+    from a2a_scale.testing.base import ALICE, BOB, BackendFactory
+    from a2a_scale.testing.cluster import ClusterConformance
+    from a2a_scale.testing.conformance import BackendConformance
+    from a2a_scale.testing.helpers import (
+        NamedUser,
+        Subscription,
+        TaskWriter,
+        agent_message,
+        is_probe,
+        make_task,
+        new_id,
+        timestamp,
+        user_context,
+    )
+    from a2a_scale.testing.lifecycle import HealthConformance, LifecycleConformance
+    from a2a_scale.testing.listing import ListTasksConformance
+    from a2a_scale.testing.push import PushConfigConformance
+    from a2a_scale.testing.store import OwnerIsolationConformance, TaskStoreConformance
+    from a2a_scale.testing.stream import EventStreamConformance
 
+_EXPORTS = {
+    'ALICE': 'a2a_scale.testing.base',
+    'BOB': 'a2a_scale.testing.base',
+    'BackendConformance': 'a2a_scale.testing.conformance',
+    'BackendFactory': 'a2a_scale.testing.base',
+    'ClusterConformance': 'a2a_scale.testing.cluster',
+    'EventStreamConformance': 'a2a_scale.testing.stream',
+    'HealthConformance': 'a2a_scale.testing.lifecycle',
+    'LifecycleConformance': 'a2a_scale.testing.lifecycle',
+    'ListTasksConformance': 'a2a_scale.testing.listing',
+    'NamedUser': 'a2a_scale.testing.helpers',
+    'OwnerIsolationConformance': 'a2a_scale.testing.store',
+    'PushConfigConformance': 'a2a_scale.testing.push',
+    'Subscription': 'a2a_scale.testing.helpers',
+    'TaskStoreConformance': 'a2a_scale.testing.store',
+    'TaskWriter': 'a2a_scale.testing.helpers',
+    'agent_message': 'a2a_scale.testing.helpers',
+    'is_probe': 'a2a_scale.testing.helpers',
+    'make_task': 'a2a_scale.testing.helpers',
+    'new_id': 'a2a_scale.testing.helpers',
+    'timestamp': 'a2a_scale.testing.helpers',
+    'user_context': 'a2a_scale.testing.helpers',
+}
 
 __all__ = [
     'ALICE',
@@ -97,3 +117,13 @@ __all__ = [
     'timestamp',
     'user_context',
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Imports a public name on first use (the suite needs pytest)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

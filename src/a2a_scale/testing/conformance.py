@@ -1,0 +1,21 @@
+"""`BackendConformance`: every conformance mixin in one class."""
+
+from a2a_scale.testing.cluster import ClusterConformance
+from a2a_scale.testing.lifecycle import HealthConformance, LifecycleConformance
+from a2a_scale.testing.listing import ListTasksConformance
+from a2a_scale.testing.push import PushConfigConformance
+from a2a_scale.testing.store import OwnerIsolationConformance, TaskStoreConformance
+from a2a_scale.testing.stream import EventStreamConformance
+
+
+class BackendConformance(
+    TaskStoreConformance,
+    OwnerIsolationConformance,
+    ListTasksConformance,
+    EventStreamConformance,
+    PushConfigConformance,
+    LifecycleConformance,
+    HealthConformance,
+    ClusterConformance,
+):
+    """Every conformance test; mix in a factory to run them on a backend."""
