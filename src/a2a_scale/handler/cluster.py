@@ -1,13 +1,10 @@
-"""A cluster-ready `DefaultRequestHandler` built on a backend."""
+"""`ClusterRequestHandler`: the SDK handler with the cluster-mode fixes."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
-from collections import OrderedDict
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -16,23 +13,23 @@ from a2a.server.agent_execution.active_task import (
     TERMINAL_TASK_STATES,
 )
 from a2a.server.agent_execution.active_task_registry import ActiveTaskRegistry
-from a2a.server.cluster import VersionedTaskStore
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.request_handler import (
     validate,
     validate_request_params,
 )
-from a2a.server.tasks import BasePushNotificationSender, PushNotificationSender
+from a2a.server.tasks import BasePushNotificationSender
 from a2a.types.a2a_pb2 import (
-    Message,
     SendMessageRequest,
     Task,
     TaskState,
-    TaskStatus,
     TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import TaskNotFoundError, UnsupportedOperationError
 
+from a2a_scale.handler.cancel_watch import RemoteCancelWatch
+from a2a_scale.handler.pushes import PushLedger, TerminalWriteLog, status_event
+from a2a_scale.handler.turns import ends_turn
 from a2a_scale.settings import ScaleSettings
 
 if TYPE_CHECKING:
@@ -43,143 +40,19 @@ if TYPE_CHECKING:
     from a2a.server.cluster import StoredTask, TaskEventStream, TaskVersion
     from a2a.server.context import ServerCallContext
     from a2a.server.events import Event
-    from a2a.server.tasks import PushNotificationEvent
     from a2a.types.a2a_pb2 import (
         AgentCard,
-        ListTasksRequest,
-        ListTasksResponse,
         SubscribeToTaskRequest,
     )
 
     from a2a_scale.backend import Backend
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_INTERRUPTED_TASK_TIMEOUT: float = ScaleSettings.model_fields[
     'interrupted_task_timeout'
 ].default
 """Seconds a replica keeps a task parked in input-required (the SDK: forever)."""
 
-_SDK_WRITTEN_STATES = frozenset(
-    {TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED}
-)
-"""Terminal states the SDK itself writes, without the agent's event."""
-
-_PUSH_MEMORY = 4096
-"""How many recent terminal pushes a replica remembers, to push each once."""
-
 _SDK_INIT = inspect.signature(DefaultRequestHandler.__init__)
-
-_WATCH_RETRY_SECONDS = 1.0
-"""Pause before a cancel watch resubscribes after its stream failed."""
-
-
-def _status_event(task: Task) -> TaskStatusUpdateEvent:
-    return TaskStatusUpdateEvent(
-        task_id=task.id, context_id=task.context_id, status=task.status
-    )
-
-
-def _ends_turn(event: object, previous: TaskStatus | None = None) -> bool:
-    """Whether a subscription stops after `event`.
-
-    It stops at a Message, a terminal state, or a move into an interrupted
-    state. A `Task` that merely repeats the `previous` interrupted state (the
-    SDK logs one when it saves a follow-up message into the history; agents
-    announce states with status updates) does not end it.
-    """
-    if isinstance(event, Message):
-        return True
-    if not isinstance(event, Task | TaskStatusUpdateEvent):
-        return False
-    state = event.status.state
-    if state in TERMINAL_TASK_STATES:
-        return True
-    if state not in INTERRUPTED_TASK_STATES:
-        return False
-    return (
-        isinstance(event, TaskStatusUpdateEvent)
-        or previous is None
-        or state != previous.state
-    )
-
-
-class _PushLedger(PushNotificationSender):
-    """Wraps a push sender and remembers the terminal states it pushed."""
-
-    def __init__(self, sender: PushNotificationSender) -> None:
-        self._sender = sender
-        self._pushed: OrderedDict[tuple[str, int], None] = OrderedDict()
-
-    async def send_notification(
-        self, task_id: str, event: PushNotificationEvent
-    ) -> None:
-        """Records a terminal state (before any await), then sends."""
-        if (
-            isinstance(event, Task | TaskStatusUpdateEvent)
-            and event.status.state in TERMINAL_TASK_STATES
-        ):
-            self._pushed[task_id, event.status.state] = None
-            while len(self._pushed) > _PUSH_MEMORY:
-                self._pushed.popitem(last=False)
-        await self._sender.send_notification(task_id, event)
-
-    async def send_once(self, task_id: str, event: TaskStatusUpdateEvent) -> None:
-        """Sends `event` unless its terminal state was already pushed here."""
-        if (task_id, event.status.state) in self._pushed:
-            return
-        try:
-            await self.send_notification(task_id, event)
-        except Exception:
-            # Best effort, like the SDK's own pushes.
-            logger.exception('Push notification for task %s failed', task_id)
-
-
-class _TerminalWriteLog(VersionedTaskStore):
-    """Wraps a store and notes FAILED and CANCELED states written through it."""
-
-    def __init__(self, store: VersionedTaskStore) -> None:
-        self._store = store
-        self.written: dict[str, TaskStatusUpdateEvent] = {}
-        self.cancelling: set[str] = set()
-        """Tasks this replica writes (or wrote) CANCELED for, noted before the write."""
-
-    async def save(
-        self,
-        task: Task,
-        *,
-        event: Event | None,
-        prev: Task | None,
-        prev_version: TaskVersion,
-        context: ServerCallContext,
-    ) -> TaskVersion:
-        """Saves, then notes a FAILED or CANCELED state."""
-        if task.status.state == TaskState.TASK_STATE_CANCELED:
-            # Noted before the write reaches the shared log, so this
-            # replica's cancel watch never mistakes it for a remote cancel.
-            self.cancelling.add(task.id)
-        version = await self._store.save(
-            task, event=event, prev=prev, prev_version=prev_version, context=context
-        )
-        # `prev` is no guide: the SDK updates its task object in place, so
-        # `prev` is often `task` itself. Noting a state twice is harmless.
-        if task.status.state in _SDK_WRITTEN_STATES:
-            self.written[task.id] = _status_event(task)
-        return version
-
-    async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
-        """Delegates to the wrapped store."""
-        return await self._store.get(task_id, context)
-
-    async def list(
-        self, params: ListTasksRequest, context: ServerCallContext
-    ) -> ListTasksResponse:
-        """Delegates to the wrapped store."""
-        return await self._store.list(params, context)
-
-    async def delete(self, task_id: str, context: ServerCallContext) -> None:
-        """Delegates to the wrapped store."""
-        await self._store.delete(task_id, context)
 
 
 class _SettlingTaskRegistry(ActiveTaskRegistry):
@@ -192,171 +65,6 @@ class _SettlingTaskRegistry(ActiveTaskRegistry):
     def _on_active_task_cleanup(self, active_task: ActiveTask) -> None:
         super()._on_active_task_cleanup(active_task)
         self._handler._on_task_released(active_task)
-
-
-@dataclass(eq=False)
-class _Watch:
-    """One replica's watch over one running task."""
-
-    active_task: ActiveTask
-    runner: asyncio.Task[None] | None = None
-    renewed: bool = False
-    """A new turn was set up here since the watch last saw the task park."""
-    cancelling: bool = False
-
-
-class _RemoteCancelWatch:
-    """Cancels the local run of a task that another replica cancelled.
-
-    The SDK serves a cancel on a replica that does not run the task by
-    writing CANCELED to the shared store; the replica that runs it only
-    notices at the agent's next save, which an idle agent may never make.
-    While a task runs here, this follows its shared stream from the version
-    this replica last knew, and on a CANCELED this replica did not write it
-    cancels the run as a local cancel does. Each watch holds one stream
-    subscription and one asyncio task, and ends when the task finishes, parks
-    in an interrupted state, or is released, and on `aclose`.
-    """
-
-    def __init__(self, stream: TaskEventStream, write_log: _TerminalWriteLog) -> None:
-        self._stream = stream
-        self._write_log = write_log
-        self._watches: dict[str, _Watch] = {}
-        self._runners: set[asyncio.Task[None]] = set()
-
-    def watch(self, active_task: ActiveTask) -> None:
-        """Watches `active_task`, or renews its live watch for a new turn."""
-        if active_task.is_finished:
-            return
-        task_id = active_task.task_id
-        current = self._watches.get(task_id)
-        if current is not None:
-            if current.active_task is active_task:
-                current.renewed = True
-                return
-            self._stop(current)
-        # The SDK's task manager holds the version and state this replica
-        # last read or wrote; its producer is waiting for this request.
-        manager = active_task._task_manager
-        snapshot = manager._current_task
-        watch = _Watch(active_task)
-        runner = asyncio.create_task(
-            self._run(
-                watch,
-                manager.current_version,
-                snapshot.status if snapshot is not None else None,
-            ),
-            name=f'cancel-watch:{task_id}',
-        )
-        watch.runner = runner
-        self._watches[task_id] = watch
-        self._runners.add(runner)
-        runner.add_done_callback(self._runners.discard)
-
-    def release(self, active_task: ActiveTask) -> None:
-        """Ends the watch of a released `active_task`, unless it is cancelling."""
-        watch = self._watches.get(active_task.task_id)
-        if watch is not None and watch.active_task is active_task:
-            self._stop(watch)
-
-    async def aclose(self) -> None:
-        """Ends every watch and waits for them."""
-        self._watches.clear()
-        while self._runners:
-            runners = list(self._runners)
-            for runner in runners:
-                runner.cancel()
-            await asyncio.gather(*runners, return_exceptions=True)
-
-    def _stop(self, watch: _Watch) -> None:
-        self._forget(watch)
-        if watch.runner is not None and not watch.cancelling:
-            watch.runner.cancel()
-
-    def _forget(self, watch: _Watch) -> None:
-        task_id = watch.active_task.task_id
-        if self._watches.get(task_id) is watch:
-            del self._watches[task_id]
-
-    async def _run(
-        self, watch: _Watch, after: TaskVersion, status: TaskStatus | None
-    ) -> None:
-        task_id = watch.active_task.task_id
-        try:
-            while not watch.active_task.is_finished:
-                try:
-                    async with aclosing(
-                        self._stream.subscribe(task_id, after=after)
-                    ) as events:
-                        async for versioned in events:
-                            event = versioned.event
-                            # Checked before the version: the SDK's SQL store
-                            # on SQLite was seen logging a remote CANCELED at
-                            # the version of the event before it.
-                            if self._cancelled_elsewhere(watch, event):
-                                await self._cancel_run(watch)
-                                return
-                            if not versioned.version.is_after(after):
-                                continue
-                            after = versioned.version
-                            if _ends_turn(event, status) and self._ends(watch, event):
-                                return
-                            if isinstance(event, Task | TaskStatusUpdateEvent):
-                                status = event.status
-                    return  # The stream ended: the backend is stopping.
-                except Exception:
-                    logger.warning(
-                        'Cancel watch of task %s lost its stream; resubscribing',
-                        task_id,
-                        exc_info=True,
-                    )
-                await asyncio.sleep(_WATCH_RETRY_SECONDS)
-        finally:
-            self._forget(watch)
-
-    def _cancelled_elsewhere(self, watch: _Watch, event: Event) -> bool:
-        task_id = watch.active_task.task_id
-        return (
-            isinstance(event, Task | TaskStatusUpdateEvent)
-            and event.status.state == TaskState.TASK_STATE_CANCELED
-            and task_id not in self._write_log.cancelling
-            and not watch.active_task.is_finished
-        )
-
-    def _ends(self, watch: _Watch, event: Event) -> bool:
-        """Whether the watch ends at `event`, which ends a turn.
-
-        A park ends it unless a new turn was set up here meanwhile: that
-        turn's setup found this watch live and left it to carry on.
-        """
-        parked = (
-            isinstance(event, Task | TaskStatusUpdateEvent)
-            and event.status.state in INTERRUPTED_TASK_STATES
-        )
-        if parked and watch.renewed:
-            watch.renewed = False
-            return False
-        self._forget(watch)
-        return True
-
-    async def _cancel_run(self, watch: _Watch) -> None:
-        """Cancels the local run like a local cancel, without writing again."""
-        watch.cancelling = True
-        self._forget(watch)
-        active_task = watch.active_task
-        logger.info(
-            'Task %s was cancelled on another replica; cancelling its run here',
-            active_task.task_id,
-        )
-        try:
-            # The executor's cancel is called and the producer cancelled. The
-            # CANCELED already stored makes any write of the agent's conflict,
-            # the SDK re-reads it and finishes, and nothing is written again.
-            await active_task.cancel(active_task._task_manager._call_context)
-        except Exception:
-            logger.exception(
-                'Cancelling the run of task %s here failed', active_task.task_id
-            )
 
 
 class ClusterRequestHandler(DefaultRequestHandler):
@@ -431,7 +139,7 @@ class ClusterRequestHandler(DefaultRequestHandler):
             'interrupted_task_timeout', DEFAULT_INTERRUPTED_TASK_TIMEOUT
         )
         sender = arguments.get('push_sender')
-        self._ledger = _PushLedger(sender) if sender is not None else None
+        self._ledger = PushLedger(sender) if sender is not None else None
         if self._ledger is not None:
             arguments['push_sender'] = self._ledger
         self._owned_http_client = _owned_http_client
@@ -440,7 +148,7 @@ class ClusterRequestHandler(DefaultRequestHandler):
         # Same registry as the SDK's, but its tasks save through a store
         # wrapper that notes the terminal states the SDK writes itself, and it
         # reports each task it releases.
-        self._write_log = _TerminalWriteLog(self._versioned_store)
+        self._write_log = TerminalWriteLog(self._versioned_store)
         self._active_task_registry = _SettlingTaskRegistry(
             self,
             agent_executor=self.agent_executor,
@@ -450,7 +158,7 @@ class ClusterRequestHandler(DefaultRequestHandler):
             interrupted_task_timeout=arguments['interrupted_task_timeout'],
         )
         self._cancel_watch = (
-            _RemoteCancelWatch(self._event_stream, self._write_log)
+            RemoteCancelWatch(self._event_stream, self._write_log)
             if watch_remote_cancel and self._event_stream is not None
             else None
         )
@@ -548,7 +256,7 @@ class ClusterRequestHandler(DefaultRequestHandler):
         """Serves the snapshot, then the shared stream until the turn ends.
 
         The SDK's remote path, except that it does not stop at the history
-        save that starts a follow-up turn (see `_ends_turn`).
+        save that starts a follow-up turn (see `ends_turn`).
         """
         yield snapshot
         status = snapshot.status
@@ -558,7 +266,7 @@ class ClusterRequestHandler(DefaultRequestHandler):
                     continue
                 event = versioned.event
                 yield event
-                if _ends_turn(event, status):
+                if ends_turn(event, status):
                     return
                 if isinstance(event, Task | TaskStatusUpdateEvent):
                     status = event.status
@@ -576,12 +284,12 @@ class ClusterRequestHandler(DefaultRequestHandler):
             except UnsupportedOperationError:
                 # Finished between the registry lookup and the tap.
                 return
-            if first is None or _ends_turn(first):
+            if first is None or ends_turn(first):
                 return
             yield first
             async for event in events:
                 yield event
-                if _ends_turn(event):
+                if ends_turn(event):
                     return
 
     # -- pushes the SDK skips -----------------------------------------------------
@@ -595,7 +303,7 @@ class ClusterRequestHandler(DefaultRequestHandler):
     ) -> Task:
         cancelled = await super()._write_cancel(task_id, current, version, context)
         if self._ledger is not None:
-            await self._ledger.send_once(task_id, _status_event(cancelled))
+            await self._ledger.send_once(task_id, status_event(cancelled))
         return cancelled
 
     async def _cancel_local(self, task_id: str, context: ServerCallContext) -> Task:
