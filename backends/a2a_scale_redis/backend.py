@@ -9,7 +9,7 @@ from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 
 from a2a_scale import Backend, ComponentHealth
 from a2a_scale_redis.connection import AnyRedis, create_client, create_pubsub_client
-from a2a_scale_redis.feed import RedisEventFeed
+from a2a_scale_redis.feed import RedisEventFeed, sweep_feed
 from a2a_scale_redis.hub import RedisWakeupHub
 from a2a_scale_redis.lifecycle import RedisQueueLifecycle
 from a2a_scale_redis.push import RedisPushNotificationConfigStore
@@ -100,7 +100,10 @@ class RedisBackend(Backend):
             active_ttl_seconds=rs.active_ttl_seconds,
         )
         self._lifecycle = RedisQueueLifecycle(
-            self.client, namespace=namespace, instance_id=settings.instance_id
+            self.client,
+            namespace=namespace,
+            instance_id=settings.instance_id,
+            reapers=[self._reap_feed],
         )
 
     @property
@@ -140,6 +143,17 @@ class RedisBackend(Backend):
             group=group,
             consumer=consumer or self.instance_id,
             **options,
+        )
+
+    async def _reap_feed(self, dead: str) -> None:
+        """Releases the event-feed group and consumers of a dead replica."""
+        live = set(await self._lifecycle.live_instances()) - {dead}
+        await sweep_feed(
+            self.client,
+            namespace=self.settings.namespace,
+            dead=dead,
+            live=live,
+            idle_ms=int(self.settings.reap_after * 1000),
         )
 
     async def _connect(self) -> None:

@@ -136,3 +136,48 @@ class RedisEventFeed:
             data=fields[b'e'],
             key=self.key,
         )
+
+
+async def sweep_feed(
+    client: AnyRedis, *, namespace: str, dead: str, live: set[str], idle_ms: int
+) -> None:
+    """Releases what replica `dead`, and idle consumers gone with it, left on the feed.
+
+    A group named exactly after `dead` (a per-instance group) is destroyed.
+    In every other group, consumers that are not live replicas and have
+    been idle for `idle_ms` are deleted once they hold no pending entry;
+    entries still pending stay for another consumer to reclaim (deleting
+    their consumer would drop them).
+
+    Args:
+        client: The Redis client.
+        namespace: The namespace whose feed is swept.
+        dead: The id of the replica being reaped.
+        live: The ids of the replicas still registered.
+        idle_ms: How long a consumer must have been idle to be deleted.
+    """
+    key = KeySpace(namespace).feed
+    try:
+        groups: Any = await client.xinfo_groups(key)
+    except ResponseError as e:
+        if 'no such key' in str(e).lower():
+            return
+        raise
+    for group in groups:
+        name = _text(group['name'])
+        if name == dead:
+            await client.xgroup_destroy(key, name)
+            continue
+        consumers: Any = await client.xinfo_consumers(key, name)
+        for consumer in consumers:
+            consumer_name = _text(consumer['name'])
+            if (
+                consumer_name not in live
+                and int(consumer['pending']) == 0
+                and int(consumer['idle']) >= idle_ms
+            ):
+                await client.xgroup_delconsumer(key, name, consumer_name)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -66,3 +66,47 @@ async def test_group_splits_events_and_reclaims_a_dead_consumers_entries(
         assert len(everything) == 20
         pending = await backend.client.xpending(dead.key, 'audit')
         assert pending['pending'] == 0
+
+
+@pytest.mark.asyncio
+async def test_reaping_a_dead_replica_releases_its_feed_group_and_consumers(
+    redis_url: str, namespace: str
+) -> None:
+    """Per-instance groups and idle consumers of the dead go; pending entries stay."""
+    backend = RedisBackend(
+        ScaleSettings(
+            namespace=namespace,
+            backend='redis',
+            heartbeat_interval=60,
+            reap_after=0.2,
+        ),
+        RedisSettings(url=redis_url),
+    )
+    async with backend:
+        client, me = backend.client, backend.instance_id
+        dead_id = 'dead-replica'
+        own = backend.event_feed(dead_id, consumer=dead_id)  # its own group
+        shared_idle = backend.event_feed('audit', consumer=dead_id)
+        shared_busy = backend.event_feed('billing', consumer=dead_id)
+        for feed in (own, shared_idle, shared_busy):
+            await feed.ensure_group()
+        # This live replica's consumer: idle, nothing pending, and kept.
+        await client.xgroup_createconsumer(own.key, 'audit', me)
+        await write_tasks(backend, 3)
+        await shared_idle.ack(*await shared_idle.read())  # nothing pending
+        assert len(await shared_busy.read()) == 3  # left pending
+        # The dead replica's last heartbeat is long past.
+        await client.zadd(backend.lifecycle._key, {dead_id: 1.0})
+        await asyncio.sleep(0.3)  # its consumers are idle for longer than reap_after
+
+        assert await backend.lifecycle.reap(older_than=0.2) == [dead_id]
+
+        groups = {g['name'].decode() for g in await client.xinfo_groups(own.key)}
+        assert groups == {'audit', 'billing'}
+        audit = {
+            c['name'].decode() for c in await client.xinfo_consumers(own.key, 'audit')
+        }
+        assert audit == {me}
+        billing = await client.xinfo_consumers(own.key, 'billing')
+        assert [(c['name'].decode(), c['pending']) for c in billing] == [(dead_id, 3)]
+        assert await backend.lifecycle.live_instances() == [me]
