@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import pathlib
 from dataclasses import dataclass
 
 from a2a.helpers import new_task, new_text_message, new_text_part
@@ -76,6 +78,8 @@ BILLING = Specialist(
 )
 SPECIALISTS = (BOOKING, BILLING)
 CLARIFY = 'Is this about a booking or a bill?'
+STOP_DIR_ENV = 'A2A_SCALE_DEMO_STOP_DIR'
+"""Where agents in replica processes mark the tasks a cancel stopped."""
 
 
 def route(text: str) -> Specialist | None:
@@ -103,6 +107,17 @@ class CustomerServiceAgent(AgentExecutor):
     def stopped(self, task_id: str) -> asyncio.Event:
         """Set once a cancel has stopped this replica's run of `task_id`."""
         return self._stopped.setdefault(task_id, asyncio.Event())
+
+    def _mark_stopped(self, task_id: str) -> None:
+        """Sets `stopped` and, for a demo in other processes, leaves a marker.
+
+        The marker is a file named after the task in ``A2A_SCALE_DEMO_STOP_DIR``
+        holding this replica's URL.
+        """
+        self.stopped(task_id).set()
+        directory = os.environ.get(STOP_DIR_ENV)
+        if directory:
+            (pathlib.Path(directory) / task_id).write_text(self.url)
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Routes the request and streams the chosen specialist's work."""
@@ -135,14 +150,14 @@ class CustomerServiceAgent(AgentExecutor):
             )
             await updater.complete()
         except asyncio.CancelledError:
-            self.stopped(task_id).set()
+            self._mark_stopped(task_id)
             logger.info('Task %s stopped by a cancel', task_id)
             raise
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Records a cancel that reached this replica and marks the task."""
         task_id = context.task_id or ''
-        self.stopped(task_id).set()
+        self._mark_stopped(task_id)
         await TaskUpdater(event_queue, task_id, context.context_id or '').cancel()
 
     async def _say(

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pathlib
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ from a2a.utils.errors import A2AError
 from a2a_scale.demo.agents import (
     BILLING,
     BOOKING,
+    STOP_DIR_ENV,
     CustomerServiceAgent,
     agent_card,
     step_of,
@@ -128,11 +132,16 @@ def _expect(ok: bool, failure: str) -> None:
 
 class _Demo:
     def __init__(
-        self, replicas: ReplicaSet, narrator: Narrator, agents: dict[str, object]
+        self,
+        replicas: ReplicaSet,
+        narrator: Narrator,
+        agents: dict[str, object],
+        stop_dir: pathlib.Path,
     ) -> None:
         self.replicas = replicas
         self.narrator = narrator
         self.agents = agents
+        self.stop_dir = stop_dir
         self.numbers = {r.url: i for i, r in enumerate(replicas.replicas, start=1)}
 
     def number(self, message: Message) -> int:
@@ -306,10 +315,8 @@ class _Demo:
             f'the stream on replica 1 ended {_state(ended)}, expected CANCELED',
         )
         n.check('The stream on replica 1 ended CANCELED')
-        agent = self.agents.get(self.replicas[0].url)
-        if isinstance(agent, CustomerServiceAgent):
-            await asyncio.wait_for(agent.stopped(task_id).wait(), STEP_TIMEOUT)
-            n.check('The agent on replica 1 observed the cancel and stopped')
+        await self._agent_stopped(task_id)
+        n.check('The agent on replica 1 observed the cancel and stopped')
         async with self.client(0) as client:
             before = await client.get_task(GetTaskRequest(id=task_id))
             await asyncio.sleep(0.6)
@@ -320,6 +327,29 @@ class _Demo:
         )
         n.check('No progress was written after the cancel')
         return task_id
+
+    async def _agent_stopped(self, task_id: str) -> None:
+        """Waits until replica 1's agent reports the cancel stopped it."""
+        url = self.replicas[0].url
+        agent = self.agents.get(url)
+        try:
+            if isinstance(agent, CustomerServiceAgent):
+                await asyncio.wait_for(agent.stopped(task_id).wait(), STEP_TIMEOUT)
+                return
+            marker = self.stop_dir / task_id
+            async with asyncio.timeout(STEP_TIMEOUT):
+                while not marker.exists():  # noqa: ASYNC110 (written by another process)
+                    await asyncio.sleep(0.05)
+            stopped_on = marker.read_text()
+        except TimeoutError:
+            raise DemoFailure(
+                f'the agent on replica 1 did not stop within {STEP_TIMEOUT:.0f}s '
+                'of the cancel'
+            ) from None
+        _expect(
+            stopped_on == url,
+            f'the cancel stopped an agent at {stopped_on}, not replica 1 ({url})',
+        )
 
     async def final_states(self, result: DemoResult) -> None:
         n = self.narrator
@@ -418,17 +448,21 @@ async def run_demo(
         if default_mode(backend) == 'inprocess'
         else 'a2a_scale.demo.agents:create_agent'
     )
+    stop_dir = pathlib.Path(tempfile.mkdtemp(prefix='a2a-scale-demo-'))
     replica_set = ReplicaSet(
         agent,
         count=replicas,
         backend=backend,
         namespace=f'demo-{uuid.uuid4().hex[:10]}',
+        env={STOP_DIR_ENV: str(stop_dir)},
     )
     narrator.waiting(
         f'Starting {replicas} replicas on the {replica_set.backend!r} backend '
         f'({replica_set.mode})...'
     )
-    async with replica_set:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(shutil.rmtree, stop_dir, ignore_errors=True)
+        await stack.enter_async_context(replica_set)
         result = DemoResult(
             backend=replica_set.backend,
             mode=replica_set.mode,
@@ -438,7 +472,7 @@ async def run_demo(
             narrator.note(
                 f'Replica {number} ({replica.name}) at {replica.url}, pid {replica.pid}'
             )
-        await _Demo(replica_set, narrator, agents).run(result)
+        await _Demo(replica_set, narrator, agents, stop_dir).run(result)
     return result
 
 
