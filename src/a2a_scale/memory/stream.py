@@ -8,7 +8,8 @@ from collections.abc import AsyncGenerator
 from a2a.server.cluster import TaskEventStream, TaskVersion, VersionedEvent
 
 from a2a_scale.codec import decode_event, encode_event
-from a2a_scale.memory.space import Cursor, MemorySpace, Waiter
+from a2a_scale.memory.records import Cursor, Waiter
+from a2a_scale.memory.space import MemorySpace
 from a2a_scale.memory.store import (
     DEFAULT_MAX_EVENTS_PER_TASK,
     DEFAULT_RETENTION_SECONDS,
