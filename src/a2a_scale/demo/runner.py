@@ -23,8 +23,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from a2a.client import Client
 from a2a.helpers import get_artifact_text, get_message_text, new_text_message
@@ -50,6 +49,7 @@ from a2a_scale.demo.agents import (
     agent_card,
     step_of,
 )
+from a2a_scale.demo.story import DemoFailure, DemoResult, Narrator
 from a2a_scale.settings import ScaleSettings, load_settings
 from a2a_scale.testing.replicas import (
     AgentFactory,
@@ -68,50 +68,6 @@ BOOKING_REQUEST = 'Hi, I need to change my flight booking to Friday morning.'
 BILLING_REQUEST = 'I was charged twice on my card, can I get a refund?'
 DROP_AFTER_STEP = 3
 STEP_TIMEOUT = 15.0
-
-
-class DemoFailure(Exception):  # noqa: N818
-    """A step of the demo did not behave as it must; the message says how."""
-
-
-class Narrator(Protocol):
-    """Receives the story as it happens."""
-
-    def chapter(self, title: str) -> None:
-        """Starts a new part of the story."""
-
-    def event(self, source: str, via: int, ran_on: int, text: str) -> None:
-        """An event a client on replica `via` saw; the agent ran on `ran_on`.
-
-        `source` is ``live`` (streamed as it happened), ``replay`` (served
-        from the snapshot, already seen before a disconnect) or ``missed``
-        (served from the snapshot, happened while disconnected).
-        """
-
-    def note(self, text: str) -> None:
-        """A plain line of the story."""
-
-    def check(self, text: str) -> None:
-        """A check that passed."""
-
-    def waiting(self, text: str) -> None:
-        """Something slow is under way."""
-
-    def finals(self, rows: list[tuple[str, str, str, int]]) -> None:
-        """Final states: (replica, request 1, request 2, tasks listed)."""
-
-
-@dataclass
-class DemoResult:
-    """What the demo observed."""
-
-    backend: str
-    mode: str
-    replicas: list[str]
-    booking_task: str = ''
-    billing_task: str = ''
-    replayed_steps: list[int] = field(default_factory=list)
-    live_steps: list[int] = field(default_factory=list)
 
 
 def _state(state: int) -> str:
