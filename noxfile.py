@@ -10,6 +10,10 @@ Sessions:
         aws: the ``aws``-marked tests (their fixtures start moto_server).
     docs: checks the generated configuration reference and builds the site.
     demo: runs ``a2a-scale demo`` on the memory backend.
+    bench_smoke: a tiny run of every benchmark scenario on every target, so
+        the harness cannot rot (SQLite baseline when PostgreSQL is absent).
+    bench: the full benchmark run that refreshes docs/performance.md; needs
+        PostgreSQL on 127.0.0.1:5432 (not run by default).
 
 Each test session fails when no test passed, so a selection that matches
 nothing, or a service that silently skipped everything, cannot go green.
@@ -34,7 +38,7 @@ nox.needs_version = '>=2024.4.15'
 nox.options.default_venv_backend = 'uv|virtualenv'
 nox.options.reuse_venv = 'yes'
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ['lint', 'types', 'tests', 'docs', 'demo']
+nox.options.sessions = ['lint', 'types', 'tests', 'docs', 'demo', 'bench_smoke']
 
 ROOT = Path(__file__).parent
 RUFF = 'ruff==0.17.6'
@@ -203,3 +207,31 @@ def demo(session: nox.Session) -> None:
     """Runs the customer-service demo on the memory backend."""
     session.install('.')
     session.run('a2a-scale', 'demo', env={'A2A_SCALE_BACKEND': 'memory'})
+
+
+def _bench(session: nox.Session, *args: str) -> None:
+    """Runs ``python -m benchmarks run`` against a loopback redis-server."""
+    session.install('.[dev,bench]')
+    with _redis_server(session) as port:
+        session.run(
+            'python',
+            '-m',
+            'benchmarks',
+            'run',
+            *args,
+            *session.posargs,
+            env={'A2A_SCALE_BENCH_REDIS': f'redis://{REDIS_HOST}:{port}/0'},
+        )
+
+
+@nox.session
+def bench_smoke(session: nox.Session) -> None:
+    """Every benchmark scenario at tiny sizes; fails on any correctness check."""
+    out = Path(session.create_tmp()) / 'bench-smoke'
+    _bench(session, '--smoke', '--out', str(out))
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """The full benchmarks (3 runs); rewrites docs/performance.md and its plots."""
+    _bench(session, '--docs')

@@ -1,0 +1,1 @@
+"""Aggregation of runs, markdown tables and the performance page."""

@@ -1,0 +1,1 @@
+"""The scenarios: store, latency, fanout, e2e, aws."""
