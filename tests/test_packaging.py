@@ -226,7 +226,8 @@ def test_needs_service(require_service):
 
 
 def run_ci_rules(tmp_path: Path, extra: str, **env: str):
-    shutil.copy(ROOT / 'tests' / 'conftest.py', tmp_path / 'conftest.py')
+    for name in ('conftest.py', 'service_support.py'):
+        shutil.copy(ROOT / 'tests' / name, tmp_path / name)
     (tmp_path / 'test_rules.py').write_text(CI_RULES_TESTS.format(extra=extra))
     clean = {
         k: v
