@@ -1,6 +1,7 @@
 """Registers the ``aws`` backend without importing aioboto3."""
 
 from collections.abc import Callable
+from typing import Any
 
 from a2a_scale import BackendSpec, hookimpl
 from a2a_scale_aws.settings import AWSSettings
@@ -19,3 +20,11 @@ def register_backends(register: Callable[[BackendSpec], None]) -> None:
             extra='aws',
         )
     )
+
+
+@hookimpl
+def register_commands(app: Any) -> None:
+    """Adds the ``a2a-scale aws`` command group."""
+    from a2a_scale_aws.cli import app as aws_app  # noqa: PLC0415
+
+    app.add_typer(aws_app, name='aws')
