@@ -76,7 +76,10 @@ class RedisWakeupHub:
     async def wait_connected(self, seconds: float) -> None:
         """Waits up to `seconds` until the connection is up."""
         self.start()
-        await asyncio.wait_for(self._connected.wait(), seconds)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow
+        # a cancel that arrives as the awaited event is set.
+        async with asyncio.timeout(seconds):
+            await self._connected.wait()
 
     async def close(self) -> None:
         """Stops the reader and closes the connection."""
@@ -107,7 +110,8 @@ class RedisWakeupHub:
                 with contextlib.suppress(Exception):
                     await self._pubsub.execute_command('SUBSCRIBE', name)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self._subscribe_timeout)
+            async with asyncio.timeout(self._subscribe_timeout):
+                await asyncio.shield(future)
         except TimeoutError:
             self._handlers.pop(name, None)
             self._confirm.pop(name, None)

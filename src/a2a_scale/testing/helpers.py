@@ -258,9 +258,21 @@ class Subscription:
         return [await self.next(within) for _ in range(count)]
 
     async def close(self) -> None:
-        """Stops draining and closes the generator; idempotent."""
+        """Stops draining and closes the generator; idempotent.
+
+        Raises:
+            AssertionError: If the subscription does not end within the
+                timeout once cancelled: the backend's generator swallowed
+                the cancel.
+        """
         if not self._drain_task.done():
             self._drain_task.cancel()
+            done, _ = await asyncio.wait({self._drain_task}, timeout=self.timeout)
+            if not done:
+                raise AssertionError(
+                    f'the subscription did not end within {self.timeout}s of '
+                    'being cancelled: the backend swallowed the cancel'
+                )
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain_task
         await self.generator.aclose()
