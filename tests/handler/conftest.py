@@ -26,7 +26,7 @@ async def _sqlite_stores(tmp_path: Path) -> tuple[object, SharedStores]:
     engine = create_async_engine(f'sqlite+aiosqlite:///{tmp_path / "tasks.db"}')
     store = VersionedDatabaseTaskStore(engine, max_attempts=50)
     await store.initialize()
-    stream = DatabaseTaskEventStream(engine, poll_interval_s=0.01)
+    stream = DatabaseTaskEventStream(engine, poll_interval_s=0.02)
     await stream.initialize()
     return engine, SharedStores(store, stream, InMemoryPushNotificationConfigStore())
 

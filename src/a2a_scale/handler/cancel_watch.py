@@ -144,6 +144,10 @@ class RemoteCancelWatch:
                                 status = event.status
                     return  # The stream ended: the backend is stopping.
                 except Exception:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        # The stream turned our cancel into an error.
+                        raise asyncio.CancelledError from None
                     logger.warning(
                         'Cancel watch of task %s lost its stream; resubscribing',
                         task_id,
