@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -15,15 +14,17 @@ from a2a_scale import ScaleSettings
 from a2a_scale_aws.backend import AWSBackend
 from a2a_scale_aws.settings import AWSSettings
 from a2a_scale_aws.testing import FAKE_CREDENTIALS, MotoServer
+from service_support import need_service
 
 
 @pytest.fixture(scope='session')
 def moto_endpoint() -> Iterator[str]:
     """Starts one moto server for the session and stops it by pid."""
-    if importlib.util.find_spec('moto') is None:
-        if os.environ.get('CI') == 'true':
-            pytest.fail('moto is not installed (pip install "moto[server]")')
-        pytest.skip('moto is not installed')
+    need_service(
+        'moto_server',
+        importlib.util.find_spec('moto') is not None,
+        'moto is not installed (pip install "moto[server]")',
+    )
     with MotoServer() as server:
         yield server.endpoint
 

@@ -4,7 +4,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from a2a.auth.user import User
 from a2a.server.cluster import ConcurrentTaskModificationError, TaskVersion
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import (
@@ -20,6 +19,7 @@ from a2a.types.a2a_pb2 import (
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from a2a_scale import CorruptDataError, PayloadTooLargeError
+from a2a_scale.testing.helpers import user_context
 from a2a_scale_aws import items
 from a2a_scale_aws.names import ResourceNames
 from a2a_scale_aws.payloads import TASK_ID_LIMIT
@@ -30,21 +30,8 @@ from a2a_scale_aws.store import DynamoDBTaskStore
 pytestmark = pytest.mark.aws
 
 
-class _User(User):
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._name
-
-
 def ctx(name: str = 'alice') -> ServerCallContext:
-    return ServerCallContext(user=_User(name))
+    return user_context(name)
 
 
 def make_task(

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from a2a.auth.user import User
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.cluster import TaskEventStream, VersionedTaskStore
 from a2a.server.context import ServerCallContext
@@ -43,29 +42,15 @@ from a2a.types.a2a_pb2 import (
 )
 
 from a2a_scale.handler import ClusterRequestHandler
+from a2a_scale.testing.helpers import user_context
 
 WAIT = 10.0
 """Upper bound for any single wait in these tests: a bug fails, not hangs."""
 
 
-class NamedUser(User):
-    """An authenticated user; its name is the owner scope of its tasks."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._name
-
-
 def call_context(user: str = 'alice') -> ServerCallContext:
     """A call context for `user`."""
-    return ServerCallContext(user=NamedUser(user))
+    return user_context(user)
 
 
 def user_message(

@@ -27,6 +27,14 @@ from handler_support import (
 
 from a2a_scale.handler import ClusterRequestHandler
 
+FIXED_ONLY = pytest.mark.parametrize(
+    'cluster',
+    [('memory', 'fixed'), ('sqlite', 'fixed')],
+    ids=['memory-fixed', 'sqlite-fixed'],
+    indirect=True,
+)
+"""For behaviour only our handler has: the SDK variants would not apply."""
+
 CANCELED = TaskState.TASK_STATE_CANCELED
 COMPLETED = TaskState.TASK_STATE_COMPLETED
 INPUT_REQUIRED = TaskState.TASK_STATE_INPUT_REQUIRED
@@ -62,11 +70,10 @@ async def test_cancel_from_another_replica_stops_an_idle_agent(
     await asyncio.wait_for(agent.cancelled.wait(), SHORT)
 
 
+@FIXED_ONLY
 @pytest.mark.asyncio
 async def test_stopped_idle_agent_writes_nothing_more(cluster: Cluster) -> None:
     """The run stops without a second CANCELED or any other write."""
-    if not cluster.fixed:
-        pytest.skip('the SDK never stops the idle agent')
     agent = WaitsForCancel()
     a, b, c = cluster.replicas(agent, count=3)
     ctx = call_context()
@@ -110,11 +117,10 @@ async def test_local_cancel_is_not_mistaken_for_a_remote_one(
     assert calls == 1
 
 
+@FIXED_ONLY
 @pytest.mark.asyncio
 async def test_watch_ends_when_the_task_parks(cluster: Cluster) -> None:
     """No subscription is left behind once a turn ends in input-required."""
-    if not cluster.fixed:
-        pytest.skip('only our handler watches')
     agent = InputThenComplete()
     a, b = cluster.replicas(agent)
     ctx = call_context()
@@ -140,11 +146,10 @@ async def test_watch_ends_when_the_task_parks(cluster: Cluster) -> None:
     assert state_of(done) == COMPLETED
 
 
+@FIXED_ONLY
 @pytest.mark.asyncio
 async def test_opting_out_keeps_the_sdk_behaviour(cluster: Cluster) -> None:
     """``watch_remote_cancel=False`` leaves an idle agent running."""
-    if not cluster.fixed:
-        pytest.skip('only our handler has the switch')
     agent = WaitsForCancel()
     a, c = cluster.replicas(agent, count=2, watch_remote_cancel=False)
     ctx = call_context()

@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 
 from a2a_scale.api import load_backend
 from a2a_scale.errors import ConfigurationError
+from a2a_scale.testing.helpers import NamedUser
 
 if TYPE_CHECKING:
     from a2a.server.agent_execution import AgentExecutor
@@ -43,21 +44,8 @@ READY_PREFIX = 'A2A_SCALE_REPLICA_PORT='
 RPC_PATH = '/'
 
 
-class BearerUser(User):
-    """A caller identified by the token of an ``Authorization: Bearer`` header."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        """Always true: the token is the identity."""
-        return True
-
-    @property
-    def user_name(self) -> str:
-        """The bearer token, used as the user name."""
-        return self._name
+BearerUser = NamedUser
+"""A caller identified by the token of an ``Authorization: Bearer`` header."""
 
 
 class BearerContextBuilder(DefaultServerCallContextBuilder):
