@@ -76,6 +76,18 @@ def send_request(
     )
 
 
+async def start_task(handler: DefaultRequestHandler, ctx: ServerCallContext) -> Task:
+    """Starts a task on `handler` and returns it at once; the agent runs on."""
+    task = await asyncio.wait_for(
+        handler.on_message_send(
+            send_request(user_message(), return_immediately=True), ctx
+        ),
+        WAIT,
+    )
+    assert isinstance(task, Task)
+    return task
+
+
 def agent_card(*, push: bool = True) -> AgentCard:
     """A minimal card with streaming and, optionally, push support."""
     return AgentCard(

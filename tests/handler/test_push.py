@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, Task, TaskState
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, TaskState
 from handler_support import (
     WAIT,
     Cluster,
@@ -24,6 +24,7 @@ from handler_support import (
     call_context,
     expect_sdk_gap,
     send_request,
+    start_task,
     state_of,
     user_message,
 )
@@ -34,18 +35,6 @@ FAILED = TaskState.TASK_STATE_FAILED
 SHORT = 2.0
 
 
-async def _start(handler, ctx) -> Task:  # type: ignore[no-untyped-def]
-    """Starts a task and returns it at once; the agent runs on."""
-    task = await asyncio.wait_for(
-        handler.on_message_send(
-            send_request(user_message(), return_immediately=True), ctx
-        ),
-        WAIT,
-    )
-    assert isinstance(task, Task)
-    return task
-
-
 @pytest.mark.asyncio
 async def test_remote_cancel_is_pushed_once(
     cluster: Cluster, request: pytest.FixtureRequest
@@ -54,7 +43,7 @@ async def test_remote_cancel_is_pushed_once(
     agent = WaitsForCancel()
     a, _, c = cluster.replicas(agent, count=3)
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
 
     cancelled = await asyncio.wait_for(
@@ -73,7 +62,7 @@ async def test_local_cancel_is_pushed_once(cluster: Cluster) -> None:
     agent = WaitsForCancel()
     (a,) = cluster.replicas(agent, count=1)
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
 
     cancelled = await asyncio.wait_for(
@@ -94,7 +83,7 @@ async def test_local_cancel_without_agent_event_is_pushed_once(
     agent = WaitsForCancel(report_cancel=False)
     (a,) = cluster.replicas(agent, count=1)
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
 
     cancelled = await asyncio.wait_for(
@@ -112,7 +101,7 @@ async def test_failure_after_executor_exception_is_pushed_once(
     expect_sdk_gap(cluster, request, 'no push for FAILED after an exception')
     a, b = cluster.replicas(Raises())
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
 
     # Pushed while the replica keeps serving, not only when it shuts down.
     await cluster.pushes.wait_for(task.id, FAILED, within=SHORT)
@@ -127,7 +116,7 @@ async def test_failure_the_agent_reported_is_pushed_once(cluster: Cluster) -> No
     """The agent reports FAILED (the SDK pushes it), then raises."""
     (a,) = cluster.replicas(FailsThenRaises(), count=1)
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
     await cluster.pushes.wait_for(task.id, FAILED)
     await cluster.aclose()
     assert cluster.pushes.count(task.id, FAILED) == 1

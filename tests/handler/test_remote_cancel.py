@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, Task, TaskState
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, TaskState
 from handler_support import (
     WAIT,
     Cluster,
@@ -21,6 +21,7 @@ from handler_support import (
     call_context,
     expect_sdk_gap,
     send_request,
+    start_task,
     state_of,
     user_message,
 )
@@ -41,17 +42,6 @@ INPUT_REQUIRED = TaskState.TASK_STATE_INPUT_REQUIRED
 SHORT = 2.0
 
 
-async def _start(handler, ctx) -> Task:  # type: ignore[no-untyped-def]
-    task = await asyncio.wait_for(
-        handler.on_message_send(
-            send_request(user_message(), return_immediately=True), ctx
-        ),
-        WAIT,
-    )
-    assert isinstance(task, Task)
-    return task
-
-
 @pytest.mark.asyncio
 async def test_cancel_from_another_replica_stops_an_idle_agent(
     cluster: Cluster, request: pytest.FixtureRequest
@@ -60,7 +50,7 @@ async def test_cancel_from_another_replica_stops_an_idle_agent(
     agent = WaitsForCancel()
     a, _, c = cluster.replicas(agent, count=3)
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
 
     cancelled = await asyncio.wait_for(
@@ -77,7 +67,7 @@ async def test_stopped_idle_agent_writes_nothing_more(cluster: Cluster) -> None:
     agent = WaitsForCancel()
     a, b, c = cluster.replicas(agent, count=3)
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
     await asyncio.wait_for(c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT)
     await asyncio.wait_for(agent.cancelled.wait(), SHORT)
@@ -107,7 +97,7 @@ async def test_local_cancel_is_not_mistaken_for_a_remote_one(
     agent = CountsCancels()
     (a,) = cluster.replicas(agent, count=1)
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
     cancelled = await asyncio.wait_for(
         a.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT
@@ -153,7 +143,7 @@ async def test_opting_out_keeps_the_sdk_behaviour(cluster: Cluster) -> None:
     agent = WaitsForCancel()
     a, c = cluster.replicas(agent, count=2, watch_remote_cancel=False)
     ctx = call_context()
-    task = await _start(a, ctx)
+    task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
     await asyncio.wait_for(c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT)
     await asyncio.sleep(0.5)
