@@ -1,0 +1,1 @@
+"""The PostgreSQL backend plugin for a2a-scale (asyncpg, LISTEN/NOTIFY)."""
