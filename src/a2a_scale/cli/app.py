@@ -1,164 +1,134 @@
 """The ``a2a-scale`` typer application.
 
 Plugins can contribute commands through the ``register_commands(app)`` hook,
-for example ``a2a-scale aws reap``.
+for example ``a2a-scale aws reap``. Every command, a plugin's too, reports a
+user's mistake as one line with a documented exit code (see
+`a2a_scale.cli.errors`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import re
+import os
+import platform
 import sys
-import time
-from typing import Annotated, NoReturn
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any, NoReturn
 
 import pluggy
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.models import DefaultPlaceholder
 
-from a2a_scale.api import load_backend
-from a2a_scale.errors import BackendNotFoundError, ConfigurationError
-from a2a_scale.plugins import available_backends, get_plugin_manager
-from a2a_scale.settings import ScaleSettings, describe_settings, load_settings
+import a2a_scale
+from a2a_scale.cli.check import check
+from a2a_scale.cli.demo import demo
+from a2a_scale.cli.errors import (
+    DEBUG_ENV,
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    describe,
+    err_console,
+    fail,
+    guarded,
+    one_line,
+    redact,
+    state,
+)
+from a2a_scale.cli.ops import add_ops_commands
+from a2a_scale.cli.serve import serve
+from a2a_scale.cli.settings_table import backends
+from a2a_scale.errors import ConfigurationError
+from a2a_scale.plugins import get_plugin_manager
 
 logger = logging.getLogger(__name__)
 
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-_URL_CREDENTIALS = re.compile(r'(?P<scheme>[a-z][a-z0-9+.-]*://)[^@/\s]+@', re.I)
-
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 
-def redact(text: str) -> str:
-    """Hides the user and password of any URL in `text`."""
-    return _URL_CREDENTIALS.sub(r'\g<scheme>***@', text)
+def _hide_flag_types(params: list[Any]) -> list[Any]:
+    """Flags take no value: show no ``<bool>`` type for them in ``--help``."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ''
+    return params
 
 
-def fail(message: str, code: int) -> NoReturn:
-    """Prints a one-line error to stderr and exits with `code`."""
-    err_console.print(f'[bold red]error:[/] {escape(redact(message))}', soft_wrap=True)
-    raise typer.Exit(code)
+class FlagCommand(TyperCommand):
+    """A command whose help shows no value type for flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The command's parameters, flags without a value type."""
+        return _hide_flag_types(super().get_params(ctx))
 
 
-def backends() -> None:
-    """List installed backend plugins and their settings."""
+class FlagGroup(TyperGroup):
+    """A command group whose help shows no value type for flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The group's parameters, flags without a value type."""
+        return _hide_flag_types(super().get_params(ctx))
+
+
+def version_text() -> str:
+    """``a2a-scale X (a2a-sdk Y, Python Z)``."""
     try:
-        specs = available_backends()
-    except ConfigurationError as e:
-        fail(str(e), EXIT_CONFIG)
-    console.print('[bold]Core settings[/]')
-    console.print(_settings_table(ScaleSettings))
-    for name in sorted(specs):
-        spec = specs[name]
-        missing = spec.missing_requirements()
-        if missing:
-            driver = (
-                f'[yellow]driver missing[/] ({", ".join(missing)}): '
-                f'pip install "a2a-scale[{spec.extra or spec.name}]"'
-            )
-        else:
-            driver = '[green]driver installed[/]'
-        console.print()
-        console.print(f'[bold]{escape(name)}[/]  {escape(spec.description)}')
-        console.print(f'  {driver}')
-        console.print(_settings_table(spec.settings_model))
-
-
-def _settings_table(model: type) -> Table:
-    table = Table(box=None, padding=(0, 2), show_edge=False)
-    table.add_column('env var', style='cyan', no_wrap=True)
-    table.add_column('default')
-    table.add_column('description')
-    for env_var, default, description in describe_settings(model):
-        table.add_row(env_var, escape(redact(default)), escape(description))
-    return table
-
-
-def check(
-    backend: Annotated[
-        str | None,
-        typer.Option(help='Backend to check; defaults to A2A_SCALE_BACKEND.'),
-    ] = None,
-) -> None:
-    """Load the configured backend, connect, and report each component."""
-    try:
-        loaded = load_backend(backend)
-    except (ConfigurationError, BackendNotFoundError, ImportError) as e:
-        fail(str(e), EXIT_CONFIG)
-
-    async def probe() -> list:
-        async with loaded:
-            return await loaded.health()
-
-    try:
-        reports = asyncio.run(probe())
-    except Exception as e:
-        fail(
-            f'the {loaded.name!r} backend could not start: {type(e).__name__}: {e}',
-            EXIT_FAILED,
-        )
-    console.print(
-        f'backend {loaded.name} (namespace {loaded.settings.namespace}, '
-        f'instance {loaded.instance_id})'
+        sdk = version('a2a-sdk')
+    except PackageNotFoundError:  # pragma: no cover - a2a-sdk is a dependency
+        sdk = 'not installed'
+    return (
+        f'a2a-scale {a2a_scale.__version__} '
+        f'(a2a-sdk {sdk}, Python {platform.python_version()})'
     )
-    for report in reports:
-        color = 'green' if report.ok else 'red'
-        console.print(f'[{color}]{escape(redact(report.line()))}[/]')
-    if not reports or not all(r.ok for r in reports):
-        raise typer.Exit(EXIT_FAILED)
 
 
-def demo(
-    backend: Annotated[
-        str | None,
-        typer.Option(help='Backend to run on; defaults to A2A_SCALE_BACKEND.'),
-    ] = None,
-    replicas: Annotated[
-        int, typer.Option(min=2, max=26, help='How many replicas to start.')
-    ] = 3,
-    quiet: Annotated[
-        bool, typer.Option('--quiet', '-q', help='Print only the outcome.')
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(version_text())
+        raise typer.Exit
+
+
+def root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            '--version',
+            callback=_print_version,
+            is_eager=True,
+            help='Print the versions of a2a-scale, a2a-sdk and Python, and exit.',
+        ),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            '--debug',
+            envvar=DEBUG_ENV,
+            help='Show the traceback of an unexpected error instead of one line.',
+        ),
     ] = False,
 ) -> None:
-    """Run the customer-service demo across replicas and check every step."""
-    from a2a_scale.cli.narrator import QuietNarrator, RichNarrator  # noqa: PLC0415
-    from a2a_scale.demo.runner import DemoFailure, run_demo  # noqa: PLC0415
+    """Run A2A SDK servers as many replicas over shared backends."""
+    state.debug = debug
 
-    try:
-        name = backend or load_settings(ScaleSettings).backend
-    except ConfigurationError as e:
-        fail(str(e), EXIT_CONFIG)
-    # The SDK logs expected races of a cancel as warnings; keep the story clean.
-    logging.getLogger('a2a').setLevel(logging.ERROR)
-    narrator = QuietNarrator() if quiet else RichNarrator(console)
-    if not quiet:
-        console.print(
-            f'[bold]a2a-scale demo[/]: customer service on {replicas} replicas, '
-            f'backend [cyan]{escape(name)}[/]'
-        )
-    started = time.monotonic()
-    try:
-        result = asyncio.run(run_demo(narrator, backend=name, replicas=replicas))
-    except DemoFailure as e:
-        narrator.close()
-        fail(f'demo FAILED: {e}', EXIT_FAILED)
-    except (ConfigurationError, BackendNotFoundError, ImportError) as e:
-        narrator.close()
-        fail(str(e), EXIT_CONFIG)
-    finally:
-        narrator.close()
-    elapsed = time.monotonic() - started
-    if not quiet:
-        console.print()
-    console.print(
-        f'[bold green]OK[/] {narrator.checks} checks passed: {replicas} replicas on '
-        f'{escape(result.backend)} ({result.mode}), {elapsed:.1f}s'
-    )
+
+def _adopt_plugin_commands(cli: typer.Typer) -> None:
+    """Gives plugin commands the same error handling and help style."""
+    for group in cli.registered_groups:
+        sub = group.typer_instance
+        if sub is None:
+            continue
+        if sub.info.cls in (None, TyperGroup) or isinstance(
+            sub.info.cls, DefaultPlaceholder
+        ):
+            sub.info.cls = FlagGroup
+        for command in sub.registered_commands:
+            if command.cls in (None, TyperCommand):
+                command.cls = FlagCommand
+            if command.callback is not None:
+                command.callback = guarded(command.callback)
+        _adopt_plugin_commands(sub)
 
 
 def build_app(
@@ -172,20 +142,26 @@ def build_app(
     """
     cli = typer.Typer(
         name='a2a-scale',
-        help='Run A2A SDK servers as many replicas over shared backends.',
+        cls=FlagGroup,
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    cli.command()(demo)
-    cli.command()(backends)
-    cli.command()(check)
+    cli.callback()(root)
+    cli.command(cls=FlagCommand)(guarded(demo))
+    cli.command(cls=FlagCommand)(guarded(backends))
+    cli.command(cls=FlagCommand)(guarded(check))
+    cli.command(cls=FlagCommand)(guarded(serve))
+    add_ops_commands(cli, command_cls=FlagCommand, group_cls=FlagGroup)
     if plugins:
         try:
             pm = plugin_manager or get_plugin_manager()
             pm.hook.register_commands(app=cli)
         except ConfigurationError as e:
-            err_console.print(f'[yellow]warning:[/] plugin commands not loaded: {e}')
+            err_console.print(
+                f'[yellow]warning:[/] plugin commands not loaded: {one_line(str(e))}'
+            )
+        _adopt_plugin_commands(cli)
     return cli
 
 
@@ -195,4 +171,59 @@ app = build_app(plugins=False)
 def main() -> None:
     """Entry point of the ``a2a-scale`` console script."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    build_app()()
+    if sys.argv[1:] == ['--version']:  # answer without loading the plugins
+        console.print(version_text())
+        return
+    try:
+        cli = build_app()
+        code = cli(standalone_mode=False)
+    except Exception as e:
+        if hasattr(e, 'format_message') and hasattr(e, 'exit_code'):
+            if not e.format_message():  # no arguments: show the help
+                ctx = getattr(e, 'ctx', None)
+                if ctx is not None:
+                    console.print(ctx.get_help(), end='')
+                sys.exit(int(e.exit_code))
+            _exit(usage_error(e), int(e.exit_code))
+        if '--debug' in sys.argv[1:]:
+            raise
+        message, exit_code = describe(e)
+        _exit(message, exit_code)
+    except KeyboardInterrupt:
+        _exit('interrupted', EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error(error: Exception) -> str:
+    """One line for a command-line usage error, naming the variable if any."""
+    message = str(error.format_message()).rstrip('.')  # type: ignore[attr-defined]
+    param = getattr(error, 'param', None)
+    envvar = getattr(param, 'envvar', None)
+    if (
+        isinstance(envvar, str)
+        and envvar not in message
+        and os.environ.get(envvar) is not None
+    ):
+        message += f' (from {envvar})'
+    ctx = getattr(error, 'ctx', None)
+    if ctx is not None:
+        message += f"; see '{ctx.command_path} --help'"
+    return message
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    err_console.print(f'error: {escape(redact(one_line(message)))}', soft_wrap=True)
+    sys.exit(code)
+
+
+__all__ = [
+    'EXIT_CONFIG',
+    'FlagCommand',
+    'FlagGroup',
+    'app',
+    'build_app',
+    'fail',
+    'main',
+    'redact',
+    'version_text',
+]

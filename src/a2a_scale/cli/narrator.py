@@ -24,6 +24,7 @@ class RichNarrator:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.checks = 0
+        self.cleaned = ''
         self._status: Status | None = None
 
     def _settle(self) -> None:
@@ -83,11 +84,17 @@ class RichNarrator:
             table.add_row(f'{number} ({name})', first, second, str(listed))
         self.console.print(table)
 
+    def cleanup(self, text: str) -> None:
+        """Keeps the cleanup line for the outcome line."""
+        self._settle()
+        self.cleaned = text
+
 
 class QuietNarrator:
     """Prints nothing; the caller prints the outcome."""
 
     checks = 0
+    cleaned = ''
 
     def close(self) -> None:
         """Does nothing."""
@@ -110,3 +117,7 @@ class QuietNarrator:
 
     def finals(self, rows: list[tuple[str, str, str, int]]) -> None:
         """Does nothing."""
+
+    def cleanup(self, text: str) -> None:
+        """Keeps the cleanup line for the outcome line."""
+        self.cleaned = text
