@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
@@ -49,7 +50,11 @@ def load_backend(
             to ``A2A_SCALE_OWNER_RESOLVER`` or the SDK's `resolve_user_scope`.
         plugin_manager: A plugin manager to use instead of the global one.
         **overrides: Settings that win over the environment, for the core
-            (``namespace=...``) or the backend (``url=...``).
+            (``namespace=...``) or the backend (``url=...``), and ready
+            objects the backend's factory accepts instead of settings: the
+            ``redis`` backend takes ``client=`` (a ``redis.asyncio`` client
+            it will not close), the ``aws`` backend ``session=`` (an
+            ``aioboto3.Session``).
 
     Returns:
         The backend, to be started with ``async with backend:``.
@@ -65,13 +70,21 @@ def load_backend(
         core_overrides['backend'] = name
     core = load_settings(ScaleSettings, **core_overrides)
     spec = get_backend_spec(core.backend, plugin_manager)
-    plugin_overrides = {k: v for k, v in overrides.items() if k not in core_fields}
-    unknown = set(plugin_overrides) - set(spec.settings_model.model_fields)
+    plugin_fields = set(spec.settings_model.model_fields)
+    plugin_overrides = {k: v for k, v in overrides.items() if k in plugin_fields}
+    objects = {
+        k: v
+        for k, v in overrides.items()
+        if k not in core_fields and k not in plugin_fields
+    }
+    accepted = _object_keywords(spec.resolve_factory()) if objects else set()
+    unknown = set(objects) - accepted
     if unknown:
+        known = sorted(core_fields | plugin_fields)
+        takes = f' Objects it takes: {", ".join(sorted(accepted))}.' if accepted else ''
         raise ConfigurationError(
             f'Unknown setting(s) for the {spec.name!r} backend: '
-            f'{", ".join(sorted(unknown))}. Known: '
-            f'{", ".join(sorted(core_fields | set(spec.settings_model.model_fields)))}.'
+            f'{", ".join(sorted(unknown))}. Known: {", ".join(known)}.{takes}'
         )
     plugin_settings = load_settings(spec.settings_model, **plugin_overrides)
     factory = spec.resolve_factory()
@@ -81,4 +94,14 @@ def load_backend(
             if core.owner_resolver
             else resolve_user_scope
         )
-    return factory(core, plugin_settings, owner_resolver=owner_resolver)
+    return factory(core, plugin_settings, owner_resolver=owner_resolver, **objects)
+
+
+def _object_keywords(factory: Any) -> set[str]:
+    """The keyword-only parameters a backend factory takes besides settings."""
+    parameters = inspect.signature(factory).parameters.values()
+    return {
+        p.name
+        for p in parameters
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != 'owner_resolver'
+    }

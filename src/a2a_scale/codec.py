@@ -12,6 +12,7 @@ from a2a.utils.proto_utils import to_stream_response
 from google.protobuf.message import DecodeError
 
 from a2a_scale.errors import CorruptDataError
+from a2a_scale.telemetry.carrier import DECODED, OUTGOING
 
 
 def encode_task(task: Task) -> bytes:
@@ -36,8 +37,15 @@ def decode_task(data: bytes, *, key: str) -> Task:
 
 
 def encode_event(event: Event) -> bytes:
-    """Serializes an event as a `StreamResponse`."""
-    return to_stream_response(event).SerializeToString()
+    """Serializes an event as a `StreamResponse`.
+
+    While telemetry is on, an event saved or published through a traced
+    store carries its trace context in an extra field that readers skip
+    (see `a2a_scale.telemetry.carrier`).
+    """
+    data = to_stream_response(event).SerializeToString()
+    trailer = OUTGOING.get()
+    return data + trailer if trailer else data
 
 
 def stream_response_to_event(response: StreamResponse) -> Event:
@@ -70,6 +78,9 @@ def decode_event(data: bytes, *, key: str) -> Event:
     response = StreamResponse()
     try:
         response.ParseFromString(data)
-        return stream_response_to_event(response)
+        event = stream_response_to_event(response)
     except (DecodeError, TypeError, ValueError) as e:
         raise CorruptDataError(key, f'not a serialized event ({e})') from None
+    if DECODED.active:
+        DECODED.note(event, data)
+    return event

@@ -8,20 +8,23 @@ plugin's model uses its own prefix, such as ``A2A_SCALE_REDIS_``.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import uuid
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretBytes, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from a2a_scale.errors import ConfigurationError
+from a2a_scale.recovery import RecoveryPolicy
 
 SettingsT = TypeVar('SettingsT', bound=BaseSettings)
 
 ENV_PREFIX = 'A2A_SCALE_'
-_SECRET_HINTS = ('password', 'secret', 'token', 'url', 'key')
+_SECRET_HINTS = ('password', 'secret', 'token', 'url', 'key', 'dsn', 'credential')
 NAMESPACE_PATTERN = r'^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$'
+_URL_CREDENTIALS = re.compile(r'(?P<scheme>[a-z][a-z0-9+.-]*://)[^@/\s]+@', re.I)
 
 
 def default_instance_id() -> str:
@@ -87,6 +90,15 @@ class ScaleSettings(BaseSettings):
             'parked in input-required or auth-required.'
         ),
     )
+    follow_up_wait: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            'Seconds a follow-up message waits while its task runs another '
+            'turn (a task takes one turn at a time) before it is refused with '
+            'FollowUpTimeoutError, unapplied.'
+        ),
+    )
     retention_seconds: int = Field(
         default=86_400,
         gt=0,
@@ -99,6 +111,26 @@ class ScaleSettings(BaseSettings):
         default=60.0,
         gt=0,
         description='Seconds without a heartbeat after which a replica is dead.',
+    )
+    recovery: RecoveryPolicy = Field(
+        default=RecoveryPolicy.FAIL,
+        description=(
+            'What a live replica does with the running tasks of a dead one: '
+            '"fail" (FAILED), "resume" (run the agent again) or "off".'
+        ),
+    )
+    max_resumes: int = Field(
+        default=2,
+        ge=0,
+        description='Times a task is resumed after replica deaths before it fails.',
+    )
+    drain_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        description=(
+            'On SIGTERM, seconds running tasks get to finish before they are '
+            'handed over under the recovery policy.'
+        ),
     )
 
 
@@ -122,11 +154,52 @@ def load_settings(model: type[SettingsT], **overrides: Any) -> SettingsT:
         variable = env_var_name(model, field)
         source = f'keyword argument {field!r}' if field in overrides else variable
         shown = ''
-        if 'input' in error and not any(h in field for h in _SECRET_HINTS):
+        if 'input' in error and not _is_secret(model, field):
             shown = f' (got {error["input"]!r})'
+        reason = str(error['msg']).removeprefix('Value error, ')
         raise ConfigurationError(
-            f'Invalid {source}{shown}: {error["msg"]}', variable=variable
+            f'Invalid {source}{shown}: {reason}', variable=variable
         ) from None
+
+
+def _is_secret(model: type[BaseSettings], field: str) -> bool:
+    """Whether `field` holds a secret: a `SecretStr` or a secret-sounding name."""
+    if any(hint in field.lower() for hint in _SECRET_HINTS):
+        return True
+    info = model.model_fields.get(field)
+    if info is None:
+        return False
+    return _mentions_secret(info.annotation)
+
+
+def _mentions_secret(annotation: Any) -> bool:
+    """Whether a type is, or contains (``SecretStr | None``...), a secret type."""
+    if isinstance(annotation, type) and issubclass(annotation, SecretStr | SecretBytes):
+        return True
+    return any(_mentions_secret(arg) for arg in get_args(annotation))
+
+
+def user_values(model: type[BaseSettings]) -> dict[str, str]:
+    """Returns the values set in the environment or ``.env``, by env var.
+
+    A `SecretStr` value is shown as ``********``; a value of a field whose
+    name hints at a secret has the credentials of any URL in it hidden.
+
+    Raises:
+        ConfigurationError: naming the variable that is invalid.
+    """
+    instance = load_settings(model)
+    shown: dict[str, str] = {}
+    for name in sorted(instance.model_fields_set):
+        value = getattr(instance, name)
+        if isinstance(value, SecretStr):
+            text = '********'
+        else:
+            text = str(value)
+            if any(hint in name for hint in _SECRET_HINTS):
+                text = _URL_CREDENTIALS.sub(r'\g<scheme>***@', text)
+        shown[env_var_name(model, name)] = text
+    return shown
 
 
 def describe_settings(model: type[BaseSettings]) -> list[tuple[str, str, str]]:
@@ -137,6 +210,9 @@ def describe_settings(model: type[BaseSettings]) -> list[tuple[str, str, str]]:
             default = '(generated)'
         elif info.default is None:
             default = ''
+        elif isinstance(info.default, SecretStr):
+            # A default is written in the source code: it is no secret.
+            default = info.default.get_secret_value()
         else:
             default = str(info.default)
         rows.append((env_var_name(model, name), default, info.description or ''))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from a2a.server.cluster.version import TaskVersion
+from a2a.server.cluster import TaskVersion
 from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskState
 from a2a.utils.constants import DEFAULT_LIST_TASKS_PAGE_SIZE
 from a2a.utils.errors import InvalidParamsError
@@ -15,6 +15,9 @@ from a2a.utils.task import (
     decode_page_token,
     encode_list_tasks_cursor,
 )
+
+from a2a_scale.errors import InvalidTaskIdError, TerminalTaskError
+from a2a_scale.sdk_compat import task_version_value
 
 TERMINAL_STATES = frozenset(
     {
@@ -146,9 +149,37 @@ def version_int(version: TaskVersion) -> int:
     Raises:
         TypeError: If `version` wraps something other than an int.
     """
-    value = version._value
+    value = task_version_value(version)
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(
             f'a2a-scale backends use integer task versions, got {version!r}'
         )
     return value
+
+
+def check_task_id(task_id: str) -> None:
+    """Refuses a task id no backend can store.
+
+    Raises:
+        InvalidTaskIdError: If `task_id` is empty.
+    """
+    if not task_id:
+        raise InvalidTaskIdError(task_id, 'a task id must not be empty')
+
+
+def check_terminal_save(task_id: str, stored_state: int, state: int) -> None:
+    """Applies the finished-task rule to a save at the current version.
+
+    A terminal state is final: a save that keeps it is accepted, a save that
+    moves the task to any other state is refused. (A CANCELED write over a
+    terminal task is refused before this, by the SDK's cancel rule.)
+
+    Raises:
+        TerminalTaskError: If `stored_state` is terminal and `state` differs.
+    """
+    if is_terminal(stored_state) and state != stored_state:
+        raise TerminalTaskError(
+            task_id,
+            state=TaskState.Name(stored_state),
+            requested=TaskState.Name(state),
+        )

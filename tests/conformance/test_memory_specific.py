@@ -26,7 +26,7 @@ from google.protobuf.struct_pb2 import Struct
 
 import a2a_scale
 from a2a_scale.codec import encode_event
-from a2a_scale.errors import CorruptDataError
+from a2a_scale.errors import CorruptDataError, EventGapError
 from a2a_scale.memory import MemoryBackend, MemorySettings, MemorySpace, get_space
 from a2a_scale.settings import ScaleSettings
 from a2a_scale.testing import Subscription, TaskWriter, make_task, new_id, user_context
@@ -126,10 +126,10 @@ async def test_load_backend_builds_memory_backend() -> None:
     assert backend.event_stream.max_events_per_task == 5
     async with backend:
         assert [r.component for r in await backend.health()] == [
-            'task_store',
-            'event_stream',
-            'push_config_store',
-            'lifecycle',
+            'store',
+            'stream',
+            'push_store',
+            'replicas',
         ]
 
 
@@ -207,12 +207,41 @@ async def test_log_is_capped(clock: FakeClock) -> None:
         await writer.create()
         for i in range(9):
             await writer.add_artifact(f'a{i}')
-        subscription = Subscription(backend.event_stream, writer.task_id)
+        subscription = Subscription(
+            backend.event_stream, writer.task_id, after=TaskVersion(5)
+        )
         try:
             got = await subscription.take(5)
             assert [e.version for e in got] == [TaskVersion(v) for v in range(6, 11)]
         finally:
             await subscription.close()
+        # Versions 1-5 were dropped: a replay from the start is a gap, not a skip.
+        whole = Subscription(backend.event_stream, writer.task_id)
+        try:
+            await whole.ended.wait()
+            assert isinstance(whole.error, EventGapError)
+            assert whole.error.position == 0
+        finally:
+            await whole.close()
+
+
+@pytest.mark.asyncio
+async def test_subscriber_behind_the_cap_gets_a_gap_error(clock: FakeClock) -> None:
+    async with _backend(MemorySpace('behind', clock=clock), max_events=5) as backend:
+        writer = TaskWriter(backend.task_store, ALICE, make_task())
+        await writer.create()
+        generator = backend.event_stream.subscribe(
+            writer.task_id, after=TaskVersion.MISSING
+        )
+        first = await generator.__anext__()
+        assert first.version == TaskVersion(1)
+        for i in range(9):  # the subscriber reads nothing meanwhile
+            await writer.add_artifact(f'a{i}')
+        with pytest.raises(EventGapError) as caught:
+            await generator.__anext__()
+        assert caught.value.task_id == writer.task_id
+        assert caught.value.position == 1
+        await generator.aclose()
 
 
 # --- Stream details ---------------------------------------------------------------
@@ -281,7 +310,7 @@ async def test_reap_ends_dead_replicas_subscriptions(
     await asyncio.wait_for(subscription.ended.wait(), 2)
     assert dead.event_stream.subscriber_count() == 0
     health = {r.component: r for r in await dead.health()}
-    assert not health['lifecycle'].ok
+    assert not health['replicas'].ok
     await dead.stop()
     await subscription.close()
 

@@ -2,9 +2,10 @@
 
 Every scenario runs once per target: ``memory`` (three in-process replicas),
 ``redis`` (the shared redis-server), ``redis-cluster`` (a local 3-master
-Redis Cluster started here) and ``aws`` (a moto server started here). The
-service targets run three replica **processes** and carry the ``redis`` or
-``aws`` marker, so each nox session picks its own with ``-m``.
+Redis Cluster started here), ``aws`` (a moto server started here) and
+``postgres`` (the shared PostgreSQL server, a schema per test). The service
+targets run three replica **processes** and carry the ``redis``, ``aws`` or
+``postgres`` marker, so each nox session picks its own with ``-m``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import pathlib
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,8 @@ class Target:
 
     backend: str
     env: dict[str, str] = field(default_factory=dict)
+    cleanup: Callable[[str], Awaitable[None]] | None = None
+    """Deletes what a test's namespace left behind, if the target needs it."""
 
 
 def _redis_target() -> Target:
@@ -61,6 +64,34 @@ def _redis_target() -> Target:
     return Target('redis', {'A2A_SCALE_REDIS_URL': f'redis://{host}:{port}/0'})
 
 
+def _postgres_target() -> Target:
+    from urllib.parse import urlsplit
+
+    from a2a_scale_postgres.testing import drop_schema
+
+    dsn = os.environ.get(
+        'A2A_SCALE_TEST_POSTGRES_DSN', 'postgresql://postgres@127.0.0.1:5432/test'
+    )
+    parts = urlsplit(dsn)
+    try:
+        socket.create_connection(
+            (parts.hostname or '127.0.0.1', parts.port or 5432), timeout=1.0
+        ).close()
+        up = True
+    except OSError:
+        up = False
+    need_service('postgres', up, f'{parts.hostname}:{parts.port}')
+
+    async def cleanup(namespace: str) -> None:
+        await drop_schema(dsn, namespace)
+
+    return Target(
+        'postgres',
+        {'A2A_SCALE_POSTGRES_DSN': dsn, 'A2A_SCALE_POSTGRES_CREATE_SCHEMA': 'true'},
+        cleanup,
+    )
+
+
 @pytest.fixture(
     scope='session',
     params=[
@@ -68,6 +99,7 @@ def _redis_target() -> Target:
         pytest.param('redis', marks=pytest.mark.redis),
         pytest.param('redis-cluster', marks=pytest.mark.redis),
         pytest.param('aws', marks=pytest.mark.aws),
+        pytest.param('postgres', marks=pytest.mark.postgres),
     ],
 )
 def target(
@@ -79,6 +111,8 @@ def target(
         yield Target('memory')
     elif name == 'redis':
         yield _redis_target()
+    elif name == 'postgres':
+        yield _postgres_target()
     elif name == 'redis-cluster':
         from a2a_scale_redis.testing import RedisCluster3, redis_binaries
 
@@ -119,6 +153,8 @@ async def replicas(
         pythonpath=[str(HERE)],
     ) as started:
         yield started
+    if target.cleanup is not None:
+        await target.cleanup(started.namespace)
 
 
 @dataclass

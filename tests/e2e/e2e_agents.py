@@ -13,6 +13,11 @@ The first word of the user's message picks the script:
   same probe file as ``hold``.
 - ``ask``: one progress update, then INPUT_REQUIRED. The follow-up message
   completes the task with an artifact echoing it.
+- ``chat``: like ``ask``, but every follow-up gets one progress update
+  (metadata ``shown``: how many messages the task's history held when the
+  turn started) and INPUT_REQUIRED again; the task never ends.
+- ``big BYTES``: one progress update, then an artifact of BYTES random
+  (incompressible) bytes, then COMPLETED.
 
 Imported by path (``e2e_agents:create_agent``) so subprocess replicas can
 load it too.
@@ -21,6 +26,7 @@ load it too.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import pathlib
 
@@ -33,6 +39,7 @@ from a2a.types.a2a_pb2 import (
     AgentCard,
     AgentInterface,
     AgentSkill,
+    Task,
     TaskState,
 )
 from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, TransportProtocol
@@ -55,6 +62,18 @@ class ScriptedAgent(AgentExecutor):
             and current.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
         ):
             answer = context.get_user_input()
+            if _first_text(current) == 'chat':
+                message = new_text_message(
+                    f'got {answer}', context_id=context_id, task_id=task_id
+                )
+                message.metadata.update({'shown': len(current.history)})
+                await updater.update_status(
+                    TaskState.TASK_STATE_WORKING, message=message
+                )
+                await updater.requires_input(
+                    new_text_message('more?', context_id=context_id, task_id=task_id)
+                )
+                return
             await self._step(updater, 2, f'got {answer}')
             await updater.add_artifact(
                 [new_text_part(f'answer: {answer}')], name='answer'
@@ -95,7 +114,13 @@ class ScriptedAgent(AgentExecutor):
                 self._probe(task_id)
                 raise
             await updater.complete()
-        elif command == 'ask':
+        elif command == 'big':
+            await self._step(updater, 1, 'writing')
+            size = int(args[0])
+            noise = base64.b64encode(os.urandom(size))[:size].decode()  # No zlib gain.
+            await updater.add_artifact([new_text_part(noise)], name='big')
+            await updater.complete()
+        elif command in ('ask', 'chat'):
             await self._step(updater, 1, 'thinking')
             await updater.requires_input(
                 new_text_message('what size?', context_id=context_id, task_id=task_id)
@@ -119,6 +144,15 @@ class ScriptedAgent(AgentExecutor):
         )
         message.metadata.update({'step': step, 'served_by': self.url})
         await updater.update_status(TaskState.TASK_STATE_WORKING, message=message)
+
+
+def _first_text(task: Task) -> str:
+    """The text of the first part of the task's first message, if any."""
+    for message in task.history:
+        for part in message.parts:
+            if part.text:
+                return part.text
+    return ''
 
 
 def create_agent(url: str) -> tuple[ScriptedAgent, AgentCard]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from a2a.server.request_handlers import DefaultRequestHandler
-from handler_support import Cluster, SharedStores
+from handler_support import WAIT, Cluster, SharedStores
 
 import a2a_scale
 from a2a_scale.handler import ClusterRequestHandler
@@ -18,12 +20,38 @@ REPLICAS = 3
 HANDLERS = {'sdk': DefaultRequestHandler, 'fixed': ClusterRequestHandler}
 
 
-async def _sqlite_stores(tmp_path: Path) -> tuple[object, SharedStores]:
+def _hold_statements_while(gate: threading.Event) -> object:
+    """A `connect` listener: each statement waits in its thread while `gate` is set."""
+
+    def wait_while_held() -> int:
+        deadline = time.monotonic() + WAIT
+        while gate.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return 0
+
+    def install(dbapi_connection: object, _record: object) -> None:
+        dbapi_connection.run_async(  # type: ignore[attr-defined]
+            lambda driver: driver.set_progress_handler(wait_while_held, 10)
+        )
+
+    return install
+
+
+async def _sqlite_stores(
+    tmp_path: Path, gate: threading.Event
+) -> tuple[object, SharedStores]:
     from a2a.server.cluster import DatabaseTaskEventStream, VersionedDatabaseTaskStore
     from a2a.server.tasks import InMemoryPushNotificationConfigStore
+    from sqlalchemy import event
     from sqlalchemy.ext.asyncio import create_async_engine
 
     engine = create_async_engine(f'sqlite+aiosqlite:///{tmp_path / "tasks.db"}')
+    event.listen(engine.sync_engine, 'connect', _hold_statements_while(gate))
+    async with engine.connect() as connection:
+        # Readers never block a writer's commit: a poll cancelled between its
+        # execute and fetch can leave a statement open on a pooled connection,
+        # which in the default journal mode stalls every commit behind it.
+        await connection.exec_driver_sql('PRAGMA journal_mode=WAL')
     store = VersionedDatabaseTaskStore(engine, max_attempts=50)
     await store.initialize()
     stream = DatabaseTaskEventStream(engine, poll_interval_s=0.02)
@@ -46,6 +74,7 @@ async def cluster(
     kind, handler = request.param
     backends: list[a2a_scale.Backend] = []
     engine = None
+    sql_gate = threading.Event()
     if kind == 'memory':
         namespace = f'h{uuid.uuid4().hex[:12]}'
         for _ in range(REPLICAS):
@@ -60,12 +89,14 @@ async def cluster(
                 backend.task_store, backend.event_stream, backend.push_config_store
             )
     else:
-        engine, shared = await _sqlite_stores(tmp_path)
+        engine, shared = await _sqlite_stores(tmp_path, sql_gate)
 
         def factory() -> SharedStores:
             return shared
 
     built = Cluster(HANDLERS[handler], factory)
+    if kind == 'sqlite':
+        built.sql_gate = sql_gate
     try:
         yield built
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,26 @@ async def start_task(handler: DefaultRequestHandler, ctx: ServerCallContext) -> 
     )
     assert isinstance(task, Task)
     return task
+
+
+async def wait_until_stored(
+    cluster: Cluster, task_id: str, state: int, ctx: ServerCallContext
+) -> None:
+    """Waits until the shared task store holds `task_id` in `state`.
+
+    An agent's event is saved after the agent enqueued it, a few loop turns
+    later; how many differs between Python versions (from 3.12
+    `asyncio.wait_for` awaits in the caller's task instead of a new one). A
+    test that needs the state saved, not just produced, waits for this.
+    """
+    assert cluster.shared is not None
+    store = cluster.shared.task_store
+    async with asyncio.timeout(WAIT):
+        while True:
+            stored = await store.get(task_id, ctx)
+            if stored is not None and stored.task.status.state == state:
+                return
+            await asyncio.sleep(0.005)
 
 
 def agent_card(*, push: bool = True) -> AgentCard:
@@ -273,6 +294,8 @@ class Cluster:
     shared: SharedStores | None = None
     """The stores of the first replica built, for direct reads in tests."""
     pushes: RecordingPushSender = field(default_factory=RecordingPushSender)
+    sql_gate: threading.Event | None = None
+    """SQL stores only: while set, every statement waits inside its query."""
 
     @property
     def fixed(self) -> bool:

@@ -57,6 +57,7 @@ class Webhook:
         self.bodies: asyncio.Queue[dict] = asyncio.Queue()
         self.url = ''
         self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> Webhook:
         self._server = await asyncio.start_server(self._serve, '127.0.0.1', 0)
@@ -67,9 +68,29 @@ class Webhook:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        # From Python 3.12.1 `wait_closed` also waits for open connections: a
+        # client's keep-alive connection left open would hang it.
+        for writer in list(self._clients):
+            writer.close()
         await self._server.wait_closed()
 
+    async def wait_disconnected(self) -> None:
+        """Waits until every client closed its connection."""
+        async with asyncio.timeout(WAIT):
+            while self._clients:  # noqa: ASYNC110 (no event to wait on)
+                await asyncio.sleep(0.01)
+
     async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._clients.add(writer)
+        try:
+            await self._exchange(reader, writer)
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+
+    async def _exchange(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
@@ -84,7 +105,6 @@ class Webhook:
                 await self.bodies.put(json.loads(body))
                 writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n')
                 await writer.drain()
-        writer.close()
 
 
 def _with_push(url: str) -> SendMessageRequest:
@@ -114,6 +134,9 @@ async def test_push_capable_card_gets_an_http_push_sender(
             body = await asyncio.wait_for(hook.bodies.get(), WAIT)
             update = body.get('statusUpdate') or body.get('task') or {}
             states.append(update.get('status', {}).get('state'))
+        # The handler's close closes the HTTP client it made for pushes.
+        await handler.aclose()
+        await hook.wait_disconnected()
 
 
 @pytest.mark.asyncio

@@ -24,9 +24,11 @@ from handler_support import (
     start_task,
     state_of,
     user_message,
+    wait_until_stored,
 )
 
 from a2a_scale.handler import ClusterRequestHandler
+from a2a_scale.handler.cancel_watch import RunLog
 
 FIXED_ONLY = pytest.mark.parametrize(
     'cluster',
@@ -39,6 +41,7 @@ FIXED_ONLY = pytest.mark.parametrize(
 CANCELED = TaskState.TASK_STATE_CANCELED
 COMPLETED = TaskState.TASK_STATE_COMPLETED
 INPUT_REQUIRED = TaskState.TASK_STATE_INPUT_REQUIRED
+WORKING = TaskState.TASK_STATE_WORKING
 SHORT = 2.0
 
 
@@ -52,6 +55,8 @@ async def test_cancel_from_another_replica_stops_an_idle_agent(
     ctx = call_context()
     task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
+    # Idle: its WORKING is saved, and it will not save again.
+    await wait_until_stored(cluster, task.id, WORKING, ctx)
 
     cancelled = await asyncio.wait_for(
         c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT
@@ -69,6 +74,7 @@ async def test_stopped_idle_agent_writes_nothing_more(cluster: Cluster) -> None:
     ctx = call_context()
     task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
+    await wait_until_stored(cluster, task.id, WORKING, ctx)
     await asyncio.wait_for(c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT)
     await asyncio.wait_for(agent.cancelled.wait(), SHORT)
 
@@ -145,6 +151,89 @@ async def test_opting_out_keeps_the_sdk_behaviour(cluster: Cluster) -> None:
     ctx = call_context()
     task = await start_task(a, ctx)
     await asyncio.wait_for(agent.working.wait(), WAIT)
+    await wait_until_stored(cluster, task.id, WORKING, ctx)
     await asyncio.wait_for(c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT)
     await asyncio.sleep(0.5)
     assert not agent.cancelled.is_set()
+
+
+@FIXED_ONLY
+@pytest.mark.asyncio
+async def test_watch_of_a_forgotten_task_reads_the_store(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that no longer remembers a task's version reads it, and still
+    stops the idle agent when another replica cancels it."""
+    monkeypatch.setattr(RunLog, 'seen', lambda self, task_id: None)
+    watch_reads: list[str] = []
+    original_get = RunLog.get
+
+    async def counted_get(self: RunLog, task_id: str, context: object) -> object:
+        current = asyncio.current_task()
+        if current is not None and current.get_name().startswith('cancel-watch:'):
+            watch_reads.append(task_id)
+        return await original_get(self, task_id, context)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RunLog, 'get', counted_get)
+    agent = WaitsForCancel()
+    a, c = cluster.replicas(agent, count=2)
+    ctx = call_context()
+    task = await start_task(a, ctx)
+    await asyncio.wait_for(agent.working.wait(), WAIT)
+    async with asyncio.timeout(SHORT):
+        while not watch_reads:  # noqa: ASYNC110 (a spy, no event to wait on)
+            await asyncio.sleep(0.01)
+    assert watch_reads == [task.id]
+    await wait_until_stored(cluster, task.id, WORKING, ctx)
+
+    cancelled = await asyncio.wait_for(
+        c.on_cancel_task(CancelTaskRequest(id=task.id), ctx), WAIT
+    )
+    assert state_of(cancelled) == CANCELED
+    await asyncio.wait_for(agent.cancelled.wait(), SHORT)
+
+
+@pytest.mark.parametrize(
+    'cluster', [('sqlite', 'fixed')], ids=['sqlite-fixed'], indirect=True
+)
+@pytest.mark.asyncio
+async def test_close_of_a_stopping_watch_strands_no_sql_connection(
+    cluster: Cluster,
+) -> None:
+    """A watch stopped mid-poll and then closed is cancelled only once.
+
+    A second cancel while its SQL poll's connection is being closed makes
+    SQLAlchemy's aiosqlite driver force-close it, which leaves the graceful
+    close waiting forever on the connection's stopped thread; the event loop's
+    shutdown then hangs on it. The SQL gate keeps the poll inside its query
+    while the watch is released and then closed.
+    """
+    agent = WaitsForCancel()
+    (a,) = cluster.replicas(agent, count=1)
+    ctx = call_context()
+    task = await start_task(a, ctx)
+    await asyncio.wait_for(agent.working.wait(), WAIT)
+    assert isinstance(a, ClusterRequestHandler)
+    watch = a._cancel_watch
+    assert watch is not None
+    active_task = watch._watches[task.id].active_task
+
+    gate = cluster.sql_gate
+    assert gate is not None
+    gate.set()
+    try:
+        await asyncio.sleep(0.2)  # The watch's next poll waits inside its query.
+        watch.release(active_task)
+        await asyncio.sleep(0.1)  # Its cancel closes the poll's connection.
+        closing = asyncio.ensure_future(watch.aclose())
+        await asyncio.sleep(0.1)
+    finally:
+        gate.clear()
+    await asyncio.wait_for(closing, WAIT)
+
+    def stranded() -> list[asyncio.Task[object]]:
+        return [t for t in asyncio.all_tasks() if 'graceful_close' in repr(t)]
+
+    async with asyncio.timeout(SHORT):
+        while stranded():  # noqa: ASYNC110 (driver tasks, no event to wait on)
+            await asyncio.sleep(0.05)

@@ -46,6 +46,12 @@ class Specialist:
     steps: tuple[str, ...]
     artifact_name: str
     result: str
+    slow_step: int = 0
+    """The step (1-based) that takes `SLOW_STEP_SECONDS`; 0 for none.
+
+    The demo cancels the billing request while it is at this step, so the
+    cancel reaches a running agent however slow the backend is.
+    """
 
 
 BOOKING = Specialist(
@@ -75,8 +81,10 @@ BILLING = Specialist(
     ),
     artifact_name='refund-receipt',
     result='Refund of 129.00 EUR issued for duplicate charge INV-0042.',
+    slow_step=2,
 )
 SPECIALISTS = (BOOKING, BILLING)
+SLOW_STEP_SECONDS = 10.0
 CLARIFY = 'Is this about a booking or a bill?'
 STOP_DIR_ENV = 'A2A_SCALE_DEMO_STOP_DIR'
 """Where agents in replica processes mark the tasks a cancel stopped."""
@@ -143,7 +151,8 @@ class CustomerServiceAgent(AgentExecutor):
                 updater, 'intent', step, f'Routing to the {specialist.name} agent'
             )
             for offset, text in enumerate(specialist.steps, start=1):
-                await asyncio.sleep(self.step_delay)
+                slow = offset == specialist.slow_step
+                await asyncio.sleep(SLOW_STEP_SECONDS if slow else self.step_delay)
                 await self._say(updater, specialist.name, step + offset, text)
             await updater.add_artifact(
                 [new_text_part(specialist.result)], name=specialist.artifact_name

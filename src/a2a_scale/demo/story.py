@@ -5,9 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from a2a_scale.errors import A2AScaleError
+
 
 class DemoFailure(Exception):  # noqa: N818
     """A step of the demo did not behave as it must; the message says how."""
+
+
+class DemoSetupError(A2AScaleError):
+    """The demo could not start its replicas; the message says why."""
 
 
 class Narrator(Protocol):
@@ -36,6 +42,9 @@ class Narrator(Protocol):
     def finals(self, rows: list[tuple[str, str, str, int]]) -> None:
         """Final states: (replica, request 1, request 2, tasks listed)."""
 
+    def cleanup(self, text: str) -> None:
+        """What the demo deleted at the end, or where it kept its data."""
+
 
 @dataclass
 class DemoResult:
@@ -44,6 +53,7 @@ class DemoResult:
     backend: str
     mode: str
     replicas: list[str]
+    namespace: str = ''
     booking_task: str = ''
     billing_task: str = ''
     replayed_steps: list[int] = field(default_factory=list)

@@ -6,19 +6,19 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from a2a.server.agent_execution.active_task import (
-    TERMINAL_TASK_STATES,
-)
 from a2a.server.cluster import VersionedTaskStore
-from a2a.server.tasks import PushNotificationSender
+from a2a.server.tasks import PushNotificationSender, TaskStore
 from a2a.types.a2a_pb2 import (
     Task,
     TaskState,
     TaskStatusUpdateEvent,
 )
 
+from a2a_scale.handler.passthrough import PassThroughStore
+from a2a_scale.tasks import TERMINAL_STATES
+
 if TYPE_CHECKING:
-    from a2a.server.cluster import StoredTask, TaskVersion
+    from a2a.server.cluster import TaskVersion
     from a2a.server.context import ServerCallContext
     from a2a.server.events import Event
     from a2a.server.tasks import PushNotificationEvent
@@ -34,9 +34,6 @@ _SDK_WRITTEN_STATES = frozenset(
     {TaskState.TASK_STATE_FAILED, TaskState.TASK_STATE_CANCELED}
 )
 """Terminal states the SDK itself writes, without the agent's event."""
-
-_PUSH_MEMORY = 4096
-"""How many recent terminal pushes a replica remembers, to push each once."""
 
 _PUSH_MEMORY = 4096
 """How many recent terminal pushes a replica remembers, to push each once."""
@@ -62,7 +59,7 @@ class PushLedger(PushNotificationSender):
         """Records a terminal state (before any await), then sends."""
         if (
             isinstance(event, Task | TaskStatusUpdateEvent)
-            and event.status.state in TERMINAL_TASK_STATES
+            and event.status.state in TERMINAL_STATES
         ):
             self._pushed[task_id, event.status.state] = None
             while len(self._pushed) > _PUSH_MEMORY:
@@ -80,14 +77,28 @@ class PushLedger(PushNotificationSender):
             logger.exception('Push notification for task %s failed', task_id)
 
 
-class TerminalWriteLog(VersionedTaskStore):
-    """Wraps a store and notes FAILED and CANCELED states written through it."""
+class TerminalWrites:
+    """The FAILED and CANCELED states this replica wrote, until pushed."""
 
-    def __init__(self, store: VersionedTaskStore) -> None:
-        self._store = store
-        self.written: dict[str, TaskStatusUpdateEvent] = {}
-        self.cancelling: set[str] = set()
-        """Tasks this replica writes (or wrote) CANCELED for, noted before the write."""
+    def __init__(self) -> None:
+        self._written: dict[str, TaskStatusUpdateEvent] = {}
+
+    def note(self, task: Task) -> None:
+        """Notes `task`'s state if it is one the SDK writes without pushing."""
+        if task.status.state in _SDK_WRITTEN_STATES:
+            self._written[task.id] = status_event(task)
+
+    def pop(self, task_id: str) -> TaskStatusUpdateEvent | None:
+        """The state noted for `task_id`, forgotten from now on."""
+        return self._written.pop(task_id, None)
+
+
+class TerminalWriteLog(PassThroughStore):
+    """Wraps a store and notes FAILED and CANCELED states saved through it."""
+
+    def __init__(self, store: VersionedTaskStore, writes: TerminalWrites) -> None:
+        super().__init__(store)
+        self._writes = writes
 
     async def save(
         self,
@@ -99,20 +110,28 @@ class TerminalWriteLog(VersionedTaskStore):
         context: ServerCallContext,
     ) -> TaskVersion:
         """Saves, then notes a FAILED or CANCELED state."""
-        if task.status.state == TaskState.TASK_STATE_CANCELED:
-            # Noted before the write reaches the shared log, so this
-            # replica's cancel watch never mistakes it for a remote cancel.
-            self.cancelling.add(task.id)
         version = await self._store.save(
             task, event=event, prev=prev, prev_version=prev_version, context=context
         )
         # `prev` is no guide: the SDK updates its task object in place, so
         # `prev` is often `task` itself. Noting a state twice is harmless.
-        if task.status.state in _SDK_WRITTEN_STATES:
-            self.written[task.id] = status_event(task)
+        self._writes.note(task)
         return version
 
-    async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
+
+class PlainTerminalWriteLog(TaskStore):
+    """`TerminalWriteLog` for an unversioned `TaskStore`."""
+
+    def __init__(self, store: TaskStore, writes: TerminalWrites) -> None:
+        self._store = store
+        self._writes = writes
+
+    async def save(self, task: Task, context: ServerCallContext) -> None:
+        """Saves, then notes a FAILED or CANCELED state."""
+        await self._store.save(task, context)
+        self._writes.note(task)
+
+    async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         """Delegates to the wrapped store."""
         return await self._store.get(task_id, context)
 

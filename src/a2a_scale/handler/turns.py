@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from a2a.server.agent_execution.active_task import (
-    INTERRUPTED_TASK_STATES,
-    TERMINAL_TASK_STATES,
-)
-from a2a.types.a2a_pb2 import (
-    Message,
-    Task,
-    TaskStatus,
-    TaskStatusUpdateEvent,
-)
+from a2a.types.a2a_pb2 import Message, Task, TaskStatusUpdateEvent
+
+from a2a_scale.tasks import INTERRUPTED_STATES, TERMINAL_STATES
 
 if TYPE_CHECKING:
-    pass
+    from a2a.types.a2a_pb2 import TaskStatus
 
 
 def ends_turn(event: object, previous: TaskStatus | None = None) -> bool:
@@ -32,9 +25,9 @@ def ends_turn(event: object, previous: TaskStatus | None = None) -> bool:
     if not isinstance(event, Task | TaskStatusUpdateEvent):
         return False
     state = event.status.state
-    if state in TERMINAL_TASK_STATES:
+    if state in TERMINAL_STATES:
         return True
-    if state not in INTERRUPTED_TASK_STATES:
+    if state not in INTERRUPTED_STATES:
         return False
     return (
         isinstance(event, TaskStatusUpdateEvent)

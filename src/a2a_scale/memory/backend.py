@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 
 from a2a_scale.backend import Backend
-from a2a_scale.health import ComponentHealth
+from a2a_scale.health import PUSH_STORE, REPLICAS, STORE, STREAM, ComponentHealth
 from a2a_scale.memory.lifecycle import MemoryQueueLifecycle
+from a2a_scale.memory.ops import MemoryClusterView
 from a2a_scale.memory.push import MemoryPushNotificationConfigStore
+from a2a_scale.memory.running import MemoryRunningTasks
 from a2a_scale.memory.settings import MemorySettings
 from a2a_scale.memory.space import MemorySpace, get_space
 from a2a_scale.memory.store import MemoryTaskStore
@@ -55,15 +57,16 @@ class MemoryBackend(Backend):
             'max_events_per_task': self.memory_settings.max_events_per_task,
         }
         self._task_store = MemoryTaskStore(
-            self.space, owner_resolver=owner_resolver, **limits
+            self.space, owner_resolver=self.owner_resolver, **limits
         )
         self._event_stream = MemoryEventStream(
             self.space, instance_id=settings.instance_id, **limits
         )
         self._push_config_store = MemoryPushNotificationConfigStore(
-            self.space, owner_resolver=owner_resolver
+            self.space, owner_resolver=self.owner_resolver
         )
         self._lifecycle = MemoryQueueLifecycle(self.space, settings.instance_id)
+        self._running_tasks = MemoryRunningTasks(self.space, settings.instance_id)
 
     @property
     def task_store(self) -> MemoryTaskStore:
@@ -85,31 +88,45 @@ class MemoryBackend(Backend):
         """This replica's registration in the space."""
         return self._lifecycle
 
+    @property
+    def running_tasks(self) -> MemoryRunningTasks:
+        """Which replica of the space runs which task."""
+        return self._running_tasks
+
+    @property
+    def cluster_view(self) -> MemoryClusterView:
+        """An operator's view of the space: every task, replica and event."""
+        return MemoryClusterView(self.space)
+
+    async def _purge(self) -> list[str]:
+        dropped = self.space.clear()
+        return [f'{dropped} tasks in memory']
+
     async def health(self) -> list[ComponentHealth]:
         """Reports the space's size per component; memory is always reachable."""
         started = time.perf_counter()
         tasks = self.space.task_count()
         replicas = self.space.replicas()
+        silent = self.space.silent_replicas(
+            self.settings.reap_after, exclude=self.instance_id
+        )
         latency = (time.perf_counter() - started) * 1000
         registered = self.instance_id in replicas
+        where = f'in this process, namespace {self.space.namespace!r}'
         return [
+            ComponentHealth(STORE, True, where, latency, {'tasks': tasks}),
             ComponentHealth(
-                'task_store',
+                STREAM,
                 True,
-                f'{tasks} tasks in {self.space.namespace!r}',
-                latency,
+                'in this process',
+                counts={'subscriptions': self._event_stream.subscriber_count()},
             ),
+            ComponentHealth(PUSH_STORE, True, 'in this process'),
             ComponentHealth(
-                'event_stream',
-                True,
-                f'{self._event_stream.subscriber_count()} subscriptions here',
-            ),
-            ComponentHealth('push_config_store', True, 'in process'),
-            ComponentHealth(
-                'lifecycle',
+                REPLICAS,
                 registered or not self.started,
-                f'{len(replicas)} replicas registered'
-                + ('' if registered or not self.started else '; this one was reaped'),
+                '' if registered or not self.started else 'this replica was reaped',
+                counts={'live': len(replicas) - len(silent)},
             ),
         ]
 

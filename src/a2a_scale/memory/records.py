@@ -34,6 +34,8 @@ class TaskRecord:
         self.expires_at: float | None = None
         self.log: deque[LogEntry] = deque()
         self.log_base = 0
+        self.dropped_version = 0
+        """The highest version the log cap dropped."""
         self._by_version: dict[int, list[bytes]] = {}
 
     @property
@@ -53,6 +55,7 @@ class TaskRecord:
         while len(self.log) > max_events:
             dropped = self.log.popleft()
             self.log_base += 1
+            self.dropped_version = max(self.dropped_version, dropped.version)
             same = self._by_version[dropped.version]
             same.remove(dropped.data)
             if not same:
@@ -83,6 +86,8 @@ class Cursor:
 
     record: TaskRecord | None = None
     seq: int = 0
+    version: int = 0
+    """The version of the last entry handed to the subscriber."""
 
 
 @dataclass(eq=False)

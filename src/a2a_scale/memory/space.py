@@ -22,12 +22,15 @@ from a2a.server.cluster import ConcurrentTaskModificationError
 from a2a.types.a2a_pb2 import Task, TaskState
 
 from a2a_scale.codec import decode_task
+from a2a_scale.errors import EventGapError
 from a2a_scale.memory.records import Cursor, LogEntry, TaskRecord, Waiter
-from a2a_scale.tasks import is_terminal
+from a2a_scale.recovery import RunningTask
+from a2a_scale.tasks import check_task_id, check_terminal_save, is_terminal
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+FeedListener = Callable[[str, LogEntry], None]
 
 _registry_lock = threading.Lock()
 _registry: weakref.WeakValueDictionary[str, MemorySpace] = weakref.WeakValueDictionary()
@@ -66,6 +69,10 @@ class MemorySpace:
         self._waiters: dict[str, set[Waiter]] = {}
         self._push: dict[str, dict[str, dict[str, bytes]]] = {}
         self._replicas: dict[str, float] = {}
+        self.running: dict[str, RunningTask] = {}
+        """Which replica runs which task, by task id; guarded by `lock`."""
+        self.feeds: list[FeedListener] = []
+        """Called under `lock` with each event appended to any log."""
 
     def key(self, kind: str, task_id: str) -> str:
         """The name of an entry, as errors and logs show it."""
@@ -113,6 +120,7 @@ class MemorySpace:
                 id belongs to another owner, or a cancel finds the task
                 absent or terminal.
         """
+        check_task_id(task_id)
         parsed = decode_task(data, key=self.key('task', task_id))
         with self.lock:
             record = self._live(task_id)
@@ -127,6 +135,8 @@ class MemorySpace:
                     raise ConcurrentTaskModificationError(task_id)
             elif record is None or not stored or record.version != prev_version:
                 raise ConcurrentTaskModificationError(task_id)
+            else:
+                check_terminal_save(task_id, record.state, state)
             if record is None:
                 record = self._records[task_id] = TaskRecord(task_id)
             was_terminal = stored and is_terminal(record.state)
@@ -141,7 +151,7 @@ class MemorySpace:
                 self._expire_at(record, self.clock() + retention)
             if event is not None:
                 record.append(record.version, event, max_events)
-                self._notify(task_id)
+                self._notify(task_id, record.log[-1])
             return record.version
 
     def get(self, task_id: str, owner: str) -> tuple[bytes, int] | None:
@@ -172,6 +182,7 @@ class MemorySpace:
             if record is None or not record.stored or record.owner != owner:
                 return False
             self._drop(record)
+            self._notify(task_id)
             return True
 
     def sweep(self) -> int:
@@ -190,6 +201,20 @@ class MemorySpace:
                     self._drop(record)
                     dropped += 1
         return dropped
+
+    def clear(self) -> int:
+        """Forgets all tasks, logs, push configs and running records.
+
+        Returns:
+            How many tasks it forgot.
+        """
+        with self.lock:
+            dropped = len(self._records)
+            self._records.clear()
+            self._expiry.clear()
+            self._push.clear()
+            self.running.clear()
+            return dropped
 
     def task_count(self) -> int:
         """The number of records (tasks or published-only logs) held."""
@@ -222,25 +247,47 @@ class MemorySpace:
                 record = self._records[task_id] = TaskRecord(task_id)
                 self._expire_at(record, self.clock() + retention)
             record.append(version, data, max_events)
-            self._notify(task_id)
+            self._notify(task_id, record.log[-1])
             return True
 
     def read(self, task_id: str, cursor: Cursor) -> list[LogEntry]:
-        """Returns the log entries after `cursor` and advances it."""
+        """Returns the log entries after `cursor` and advances it.
+
+        Raises:
+            EventGapError: If entries after `cursor` were dropped by the log
+                cap, or the log it read was deleted and the id reused.
+        """
         with self.lock:
             record = self._live(task_id)
             if record is None:
                 return []
-            if cursor.record is not record:
+            if cursor.record is None:
+                if record.dropped_version > cursor.version:
+                    raise EventGapError(
+                        task_id,
+                        position=cursor.version,
+                        reason=(
+                            f'events up to version {record.dropped_version} '
+                            'were dropped by the log cap (MAX_EVENTS_PER_TASK)'
+                        ),
+                    )
                 cursor.record, cursor.seq = record, record.log_base
-            if cursor.seq < record.log_base:
-                logger.warning(
-                    'Subscriber of task %s fell %d events behind the log cap; '
-                    'they were dropped',
+            elif cursor.record is not record:
+                raise EventGapError(
                     task_id,
-                    record.log_base - cursor.seq,
+                    position=cursor.version,
+                    reason='the task was deleted and its id reused',
                 )
-                cursor.seq = record.log_base
+            if cursor.seq < record.log_base:
+                raise EventGapError(
+                    task_id,
+                    position=cursor.version,
+                    reason=(
+                        f'the subscriber fell {record.log_base - cursor.seq} '
+                        f'events behind the {len(record.log)}-event log '
+                        '(MAX_EVENTS_PER_TASK)'
+                    ),
+                )
             entries = list(
                 itertools.islice(record.log, cursor.seq - record.log_base, None)
             )
@@ -293,9 +340,28 @@ class MemorySpace:
                 waiter.wake()
             return len(closing)
 
-    def _notify(self, task_id: str) -> None:
+    def _notify(self, task_id: str, entry: LogEntry | None = None) -> None:
         for waiter in list(self._waiters.get(task_id, ())):
             waiter.wake()
+        if entry is not None:
+            for listener in list(self.feeds):
+                listener(task_id, entry)
+
+    def stored_tasks(self, task_id: str | None = None) -> list[tuple[str, int, Task]]:
+        """(owner, version, task) of every live stored task, or of `task_id`."""
+        with self.lock:
+            if task_id is not None:
+                found = self._live(task_id)
+                records = [found] if found is not None else []
+            else:
+                records = [
+                    r for r in list(self._records.values()) if self._live(r.task_id)
+                ]
+            return [
+                (r.owner or '', r.version, r.task)
+                for r in records
+                if r.task is not None and r.stored
+            ]
 
     # --- Push configs ------------------------------------------------------
 

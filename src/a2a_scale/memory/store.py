@@ -63,10 +63,13 @@ class MemoryTaskStore(VersionedTaskStore):
         """Writes `task` (and `event`) if `prev_version` is current.
 
         Raises:
+            InvalidTaskIdError: If the task id is empty.
             ConcurrentTaskModificationError: If the stored version is not
                 `prev_version`, the id belongs to another owner, a first
                 write finds the id taken, or a cancel finds the task absent
                 or terminal.
+            TerminalTaskError: If the save moves a terminal task to another
+                state (a re-save in the same terminal state is accepted).
         """
         del prev
         version = self.space.save(

@@ -35,6 +35,21 @@ The API (stable):
   left behind; called after each test.
 - ``subscription_count(backend, task_id) -> int | None`` (optional): the
   backend's live subscriptions to a task, for the cleanup tests.
+- ``create_backend_retaining(namespace, events) -> Backend`` (optional): a
+  backend whose task logs keep about ``events`` events, for the slow-consumer
+  test (skipped, with the reason, without it). Knobs:
+  ``slow_consumer_events`` (5,000), ``slow_consumer_delay`` (2 ms),
+  ``retained_events`` (100).
+- ``inject_faults(backend, plan)`` (optional): wraps a started backend's
+  client so the calls a `FaultPlan` picks fail with the client's connection
+  or server errors, for the fault test (skipped without it). Knob:
+  ``fault_events`` (200).
+
+The delivery contract (no silent gap: every event or `EventGapError`; a
+subscription ends only when its consumer stops it; delete semantics) is
+spelled out in `a2a_scale.testing.delivery`, the save rules (finished tasks
+stay finished, empty ids refused) in `a2a_scale.testing.rules`, the
+running-task records of crash recovery in `a2a_scale.testing.recovery`.
 
 The names below load on first use, so importing ``a2a_scale.testing.replicas``
 (the replica harness the demo uses) needs no pytest.
@@ -53,6 +68,8 @@ if TYPE_CHECKING:
     from a2a_scale.testing.base import ALICE, BOB, BackendFactory
     from a2a_scale.testing.cluster import ClusterConformance
     from a2a_scale.testing.conformance import BackendConformance
+    from a2a_scale.testing.delivery import DeliveryConformance
+    from a2a_scale.testing.faults import Fault, FaultConformance, FaultPlan
     from a2a_scale.testing.helpers import (
         NamedUser,
         Subscription,
@@ -64,9 +81,15 @@ if TYPE_CHECKING:
         timestamp,
         user_context,
     )
-    from a2a_scale.testing.lifecycle import HealthConformance, LifecycleConformance
+    from a2a_scale.testing.lifecycle import (
+        HealthConformance,
+        LifecycleConformance,
+        PurgeConformance,
+    )
     from a2a_scale.testing.listing import ListTasksConformance
     from a2a_scale.testing.push import PushConfigConformance
+    from a2a_scale.testing.recovery import RunningTasksConformance
+    from a2a_scale.testing.rules import SaveRulesConformance
     from a2a_scale.testing.store import OwnerIsolationConformance, TaskStoreConformance
     from a2a_scale.testing.stream import EventStreamConformance
 
@@ -76,13 +99,20 @@ _EXPORTS = {
     'BackendConformance': 'a2a_scale.testing.conformance',
     'BackendFactory': 'a2a_scale.testing.base',
     'ClusterConformance': 'a2a_scale.testing.cluster',
+    'DeliveryConformance': 'a2a_scale.testing.delivery',
+    'Fault': 'a2a_scale.testing.faults',
+    'FaultConformance': 'a2a_scale.testing.faults',
+    'FaultPlan': 'a2a_scale.testing.faults',
+    'SaveRulesConformance': 'a2a_scale.testing.rules',
     'EventStreamConformance': 'a2a_scale.testing.stream',
     'HealthConformance': 'a2a_scale.testing.lifecycle',
     'LifecycleConformance': 'a2a_scale.testing.lifecycle',
+    'PurgeConformance': 'a2a_scale.testing.lifecycle',
     'ListTasksConformance': 'a2a_scale.testing.listing',
     'NamedUser': 'a2a_scale.testing.helpers',
     'OwnerIsolationConformance': 'a2a_scale.testing.store',
     'PushConfigConformance': 'a2a_scale.testing.push',
+    'RunningTasksConformance': 'a2a_scale.testing.recovery',
     'Subscription': 'a2a_scale.testing.helpers',
     'TaskStoreConformance': 'a2a_scale.testing.store',
     'TaskWriter': 'a2a_scale.testing.helpers',
@@ -100,13 +130,20 @@ __all__ = [
     'BackendConformance',
     'BackendFactory',
     'ClusterConformance',
+    'DeliveryConformance',
     'EventStreamConformance',
+    'Fault',
+    'FaultConformance',
+    'FaultPlan',
     'HealthConformance',
     'LifecycleConformance',
     'ListTasksConformance',
     'NamedUser',
     'OwnerIsolationConformance',
+    'PurgeConformance',
     'PushConfigConformance',
+    'RunningTasksConformance',
+    'SaveRulesConformance',
     'Subscription',
     'TaskStoreConformance',
     'TaskWriter',

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from a2a.server.context import ServerCallContext
 
     from a2a_scale.backend import Backend
+    from a2a_scale.testing.faults import FaultPlan
 
 ALICE = 'alice'
 BOB = 'bob'
@@ -40,6 +41,18 @@ class BackendFactory(ABC):
     timeout: ClassVar[float] = 5.0
     """Seconds any single wait may take before the test fails."""
 
+    slow_consumer_events: ClassVar[int] = 5_000
+    """Events the slow-consumer test writes; lower it for slow services."""
+
+    slow_consumer_delay: ClassVar[float] = 0.002
+    """Seconds the slow consumer spends on each event."""
+
+    retained_events: ClassVar[int] = 100
+    """The event-log cap the slow-consumer test asks `create_backend_retaining` for."""
+
+    fault_events: ClassVar[int] = 200
+    """Events the fault test writes while faults fire."""
+
     @abstractmethod
     def create_backend(self, namespace: str) -> Backend:
         """Returns an unstarted backend for `namespace`; does no I/O.
@@ -51,6 +64,34 @@ class BackendFactory(ABC):
 
     async def destroy_namespace(self, namespace: str) -> None:  # noqa: B027
         """Deletes what the tests left in `namespace`; called after each test."""
+
+    def create_backend_retaining(self, namespace: str, events: int) -> Backend:
+        """Returns an unstarted backend whose task logs keep about `events` events.
+
+        Map `events` to the backend's own cap (the memory backend's
+        ``max_events_per_task``, Redis's stream length, ...). The default
+        skips the slow-consumer test, saying why.
+        """
+        del namespace, events
+        pytest.skip(
+            f'{type(self).__name__} does not implement create_backend_retaining: '
+            'the slow-consumer test needs a backend with a small event log'
+        )
+
+    def inject_faults(self, backend: Backend, plan: FaultPlan) -> None:
+        """Makes the calls of started `backend` to its service fail as `plan` says.
+
+        Wrap the backend's client (or its internal calls) so that each call
+        first asks ``plan.next_fault(name)``; on a `Fault`, raise the
+        client's own connection error (``fault.kind == 'connection'``) or
+        server error (``'server'``), before the call (``fault.before``) or
+        after it ran (its reply lost). The default skips the fault test.
+        """
+        del backend, plan
+        pytest.skip(
+            f'{type(self).__name__} does not implement inject_faults: '
+            "the fault test needs a way to make the backend's calls fail"
+        )
 
     def subscription_count(self, backend: Backend, task_id: str) -> int | None:
         """Returns `backend`'s live subscriptions to `task_id`, if observable.

@@ -6,9 +6,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from a2a_scale.health import COMPONENTS, REPLICAS, STREAM
 from a2a_scale.testing.base import BackendFactory
+from a2a_scale.testing.helpers import TaskWriter, make_task
 
 if TYPE_CHECKING:
+    from a2a.server.context import ServerCallContext
+
     from a2a_scale.backend import Backend
 
 
@@ -82,13 +86,36 @@ class LifecycleConformance(BackendFactory):
 
 
 class HealthConformance(BackendFactory):
-    """`Backend.health` reports each component once."""
+    """`Backend.health` reports the four standard components, with counts."""
 
     @pytest.mark.asyncio
     async def test_health_reports_each_component_ok(self, backend: Backend) -> None:
         reports = await backend.health()
-        assert reports
-        names = [r.component for r in reports]
-        assert len(names) == len(set(names)), names
+        assert [r.component for r in reports] == list(COMPONENTS)
         assert all(r.ok for r in reports), [r.line() for r in reports]
         assert all(r.line().startswith(r.component) for r in reports)
+        counts = {r.component: dict(r.counts) for r in reports}
+        assert counts[REPLICAS].get('live', 0) >= 1, counts
+        assert 'subscriptions' in counts[STREAM], counts
+
+
+class PurgeConformance(BackendFactory):
+    """`Backend.purge` deletes everything the namespace stores."""
+
+    @pytest.mark.asyncio
+    async def test_purge_deletes_every_task_of_the_namespace(
+        self, namespace: str, alice: ServerCallContext
+    ) -> None:
+        owner = self.create_backend(namespace)
+        await owner.start()
+        try:
+            writer = TaskWriter(owner.task_store, alice, make_task())
+            await writer.create()
+            deleted = await owner.purge()
+        finally:
+            await owner.stop()
+        assert deleted, 'purge() must say what it deleted'
+        assert not owner.started
+        async with self.create_backend(namespace) as fresh:
+            assert await fresh.task_store.get(writer.task_id, alice) is None
+        await self.destroy_namespace(namespace)

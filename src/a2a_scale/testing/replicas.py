@@ -152,7 +152,7 @@ class ReplicaSet:
         namespace: str | None = None,
         env: Mapping[str, str] | None = None,
         pythonpath: Sequence[str] = (),
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
         handler_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         """Configures the set; nothing starts before ``async with``.
@@ -255,6 +255,8 @@ class ReplicaSet:
         env = {**os.environ, **self.env}
         env['A2A_SCALE_BACKEND'] = self.backend
         env['A2A_SCALE_NAMESPACE'] = self.namespace
+        # A stopping test replica drains briefly (the product default is 20 s).
+        env.setdefault('A2A_SCALE_DRAIN_SECONDS', '2')
         if self.pythonpath:
             env['PYTHONPATH'] = os.pathsep.join(
                 [*self.pythonpath, env.get('PYTHONPATH', '')]
