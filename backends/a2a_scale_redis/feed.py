@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,6 +18,8 @@ if TYPE_CHECKING:
     from a2a.server.events.event_queue import Event
 
     from a2a_scale_redis.connection import AnyRedis
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,7 @@ class RedisEventFeed:
                 count=self._batch,
             )
             self._claim_from = claimed[0].decode() if claimed[0] else '0-0'
-            entries = [self._entry(i, f) for i, f in claimed[1] if f]
+            entries = await self._entries(claimed[1])
             if entries:
                 return entries
             reply: Any = await self._client.xreadgroup(
@@ -104,7 +109,7 @@ class RedisEventFeed:
             # The feed expired while idle (retention): start it again.
             await self.ensure_group(from_start=True)
             return []
-        return [self._entry(i, f) for _, items in reply or [] for i, f in items]
+        return await self._entries([item for _, items in reply or [] for item in items])
 
     async def ack(self, *entries: FeedEntry) -> None:
         """Acknowledges handled entries."""
@@ -127,15 +132,119 @@ class RedisEventFeed:
         """Deletes the group (per-instance groups of a stopped replica)."""
         await self._client.xgroup_destroy(self.key, self.group)
 
-    def _entry(self, raw_id: bytes, fields: dict[bytes, bytes]) -> FeedEntry:
-        return FeedEntry(
-            entry_id=raw_id.decode(),
-            task_id=decode_id(fields[b't'].decode()),
-            version=int(fields[b'v']),
-            owner=fields[b'o'].decode(),
-            data=fields[b'e'],
-            key=self.key,
-        )
+    async def _entries(
+        self, items: list[tuple[bytes, dict[bytes, bytes] | None]]
+    ) -> list[FeedEntry]:
+        """Parses read entries; acknowledges and logs malformed ones.
+
+        A malformed entry can never be handled, so it is acknowledged rather
+        than reclaimed forever; the log names it for the operator (never its
+        body).
+        """
+        entries, bad = [], []
+        for raw_id, fields in items:
+            if not fields:
+                continue  # deleted by trimming while pending
+            try:
+                entries.append(
+                    FeedEntry(
+                        entry_id=raw_id.decode(),
+                        task_id=decode_id(fields[b't'].decode()),
+                        version=int(fields[b'v']),
+                        owner=fields[b'o'].decode(),
+                        data=fields[b'e'],
+                        key=self.key,
+                    )
+                )
+            except (KeyError, ValueError, UnicodeDecodeError):
+                bad.append(raw_id)
+        if bad:
+            logger.error(
+                'Acknowledged %d malformed entries of the event feed %s: %s',
+                len(bad),
+                self.key,
+                ', '.join(i.decode() for i in bad[:10]),
+            )
+            await self._client.xack(self.key, self.group, *bad)
+        return entries
+
+
+class FeedAppender:
+    """Appends saved events to the feed at least once, after their save.
+
+    On a Redis Cluster the feed lives in another slot than the task, so the
+    save script cannot append to it. An append that fails is retried with
+    backoff; one still failing stays in a bounded backlog that the next
+    append writes first (so the feed keeps each task's order), and dropping
+    from a full backlog is logged. ``(task_id, version)`` identifies an
+    event: consumers ignore a repeated one.
+    """
+
+    def __init__(
+        self,
+        client: AnyRedis,
+        key: str,
+        *,
+        maxlen: int,
+        retention_ms: int,
+        attempts: int = 3,
+        backlog: int = 10_000,
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._maxlen = maxlen
+        self._retention_ms = retention_ms
+        self._attempts = attempts
+        self._backlog: deque[dict[Any, Any]] = deque()
+        self._limit = backlog
+        self._lock = asyncio.Lock()
+
+    @property
+    def pending(self) -> int:
+        """How many events wait for a retry."""
+        return len(self._backlog)
+
+    async def append(self, fields: dict[Any, Any]) -> None:
+        """Queues one entry's fields and writes every queued entry."""
+        if len(self._backlog) >= self._limit:
+            lost = self._backlog.popleft()
+            logger.error(
+                'The event feed %s backlog is full (%d): dropped the event of '
+                'task %s version %s',
+                self._key,
+                self._limit,
+                str(lost.get('t', ''))[:64],
+                lost.get('v'),
+            )
+        self._backlog.append(fields)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Writes the queued entries, retrying; what still fails stays queued."""
+        async with self._lock:
+            error: Exception | None = None
+            for attempt in range(self._attempts):
+                try:
+                    while self._backlog:
+                        await self._client.xadd(
+                            self._key,
+                            self._backlog[0],
+                            maxlen=self._maxlen,
+                            approximate=True,
+                        )
+                        self._backlog.popleft()
+                    await self._client.pexpire(self._key, self._retention_ms)
+                    return
+                except Exception as e:  # retried, then kept for the next save
+                    error = e
+                    await asyncio.sleep(0.05 * 2**attempt)
+            logger.warning(
+                'Could not append %d event(s) to the feed %s (%r); they are '
+                'retried with the next save',
+                len(self._backlog),
+                self._key,
+                error,
+            )
 
 
 async def sweep_feed(

@@ -10,8 +10,22 @@ Cluster slot:
 - ``{<ns>:o:<owner>}:ctx:<context>`` and ``...:st:<state>``: filtered indexes
 - ``{<ns>:o:<owner>}:cur``    hash: what the indexes hold for each task
 - ``{<ns>:o:<owner>}:exp``    sorted set: when each index entry expires
+- ``{<ns>:sweep}``            sorted set: owners with expiring index entries,
+  scored by their earliest deadline
 - ``{<ns>:feed}``             stream: every event of the namespace
-- ``<ns>:bell:<task>``        Pub/Sub channel: wake-ups of a task's readers
+- ``<ns>:bell:<task>``        Pub/Sub channel: wake-ups of a task's readers;
+  on a Cluster ``{<ns>:t:<task>}:bell``, a sharded channel (``SPUBLISH``,
+  Redis 7+) in the task's slot, so a wake-up reaches only the node that owns
+  the task instead of every node. The scripts pick ``SPUBLISH`` for a
+  channel that starts with a hash tag.
+- ``{<ns>:instances}``        sorted set: live replicas, scored by heartbeat
+- ``{<ns>:instances}:run``    hash: running-task records, by task
+- ``{<ns>:instances}:run:i:<instance>``  set: the tasks one replica runs
+- ``{<ns>:instances}:run:holders``  set: replicas that hold records
+- ``{<ns>:instances}:run:claims``   hash: records a claim took, until acked
+
+The running-task keys share the registry's slot, so one script compares
+records with heartbeats.
 
 Ids (task, owner, context) are hex-encoded UTF-8: the encoding only uses
 ``0-9a-f``, so no id can break a hash tag or reach another namespace, and it
@@ -80,14 +94,30 @@ class OwnerKeys:
 
 
 class KeySpace:
-    """Builds the keys of one namespace."""
+    """Builds the keys of one namespace.
 
-    def __init__(self, namespace: str) -> None:
+    Args:
+        namespace: The prefix of every key.
+        sharded: Whether wake-up channels are sharded channels in their task's
+            slot (on a Redis Cluster).
+    """
+
+    def __init__(self, namespace: str, *, sharded: bool = False) -> None:
         if not namespace or any(c in namespace for c in '{}: '):
             raise ValueError(f'Invalid Redis namespace {namespace!r}')
         self.namespace = namespace
+        self.sharded = sharded
         self.feed = f'{{{namespace}:feed}}'
+        self.sweep = f'{{{namespace}:sweep}}'
         self.instances = f'{{{namespace}:instances}}'
+        self.running = f'{self.instances}:run'
+        self.running_holders = f'{self.running}:holders'
+        self.running_claims = f'{self.running}:claims'
+        self.running_prefix = f'{self.running}:i:'
+
+    def running_of(self, instance_id: str) -> str:
+        """The set of the tasks `instance_id` runs."""
+        return f'{self.running_prefix}{encode_id(instance_id)}'
 
     def task(self, task_id: str) -> TaskKeys:
         """The keys of `task_id`."""
@@ -97,7 +127,7 @@ class KeySpace:
             task=f'{tag}:task',
             events=f'{tag}:events',
             push=f'{tag}:push',
-            channel=f'{self.namespace}:bell:{enc}',
+            channel=f'{tag}:bell' if self.sharded else f'{self.namespace}:bell:{enc}',
         )
 
     def owner(self, owner: str) -> OwnerKeys:
@@ -112,10 +142,13 @@ class KeySpace:
 
     def channel_task_id(self, channel: str) -> str | None:
         """The task id of a wake-up channel of this namespace, if it is one."""
-        prefix = f'{self.namespace}:bell:'
-        if not channel.startswith(prefix):
+        if self.sharded:
+            prefix, suffix = f'{{{self.namespace}:t:', '}:bell'
+        else:
+            prefix, suffix = f'{self.namespace}:bell:', ''
+        if not channel.startswith(prefix) or not channel.endswith(suffix):
             return None
         try:
-            return decode_id(channel[len(prefix) :])
+            return decode_id(channel[len(prefix) : len(channel) - len(suffix)])
         except ValueError:
             return None

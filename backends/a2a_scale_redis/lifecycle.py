@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,10 @@ from a2a_scale_redis.keys import KeySpace
 if TYPE_CHECKING:
     from a2a_scale_redis.connection import AnyRedis
 
+logger = logging.getLogger(__name__)
+
 Reaper = Callable[[str], Awaitable[None]]
+Chore = Callable[[], Awaitable[object]]
 
 
 class RedisQueueLifecycle(QueueLifecycle):
@@ -22,6 +26,9 @@ class RedisQueueLifecycle(QueueLifecycle):
     resource is its Pub/Sub connection, which Redis drops with the process.
     What the registry adds is a list of live replicas, and a hook to release
     what dead replicas left behind (their event-feed consumers).
+
+    Each heartbeat also runs the periodic chores (such as dropping expired
+    list-index entries); a failing chore is logged and never stops the beat.
     """
 
     def __init__(
@@ -31,11 +38,13 @@ class RedisQueueLifecycle(QueueLifecycle):
         namespace: str,
         instance_id: str,
         reapers: list[Reaper] | None = None,
+        chores: list[Chore] | None = None,
     ) -> None:
         self._client = client
         self._key = KeySpace(namespace).instances
         self._instance_id = instance_id
         self.reapers: list[Reaper] = list(reapers or [])
+        self.chores: list[Chore] = list(chores or [])
 
     @property
     def instance_id(self) -> str:
@@ -47,8 +56,13 @@ class RedisQueueLifecycle(QueueLifecycle):
         await self.heartbeat()
 
     async def heartbeat(self) -> None:
-        """Records that this replica is alive."""
+        """Records that this replica is alive, then runs the periodic chores."""
         await self._client.zadd(self._key, {self._instance_id: time.time()})
+        for chore in self.chores:
+            try:
+                await chore()
+            except Exception:
+                logger.exception('A periodic Redis chore failed; will retry')
 
     async def teardown(self) -> None:
         """Unregisters this replica."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from a2a.server.cluster import (
     ConcurrentTaskModificationError,
@@ -15,41 +18,54 @@ from a2a.server.cluster import (
     VersionedTaskStore,
 )
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
-from a2a.server.tasks.task_store import TaskStore
 from a2a.types.a2a_pb2 import ListTasksResponse, TaskState
 from a2a.utils.errors import InvalidParamsError
-from a2a.utils.task import ListTasksCursor, encode_list_tasks_cursor
+from redis.exceptions import ResponseError
 
 from a2a_scale.codec import decode_task, encode_event, encode_task
 from a2a_scale.errors import CorruptDataError
-from a2a_scale.tasks import ListQuery, is_terminal, status_timestamp_ns
+from a2a_scale.sdk_compat import task_version_value
+from a2a_scale.tasks import (
+    ListQuery,
+    check_task_id,
+    check_terminal_save,
+    is_terminal,
+    status_timestamp_ns,
+)
 from a2a_scale_redis.errors import wrong_type_as_error
+from a2a_scale_redis.feed import FeedAppender
+from a2a_scale_redis.indexes import (
+    INDEX_DELETE,
+    INDEX_LIST,
+    INDEX_PUT,
+    PRUNE_PENDING,
+    cursor_of,
+)
 from a2a_scale_redis.keys import (
-    MEMBER_PREFIX_LEN,
-    TS_OFFSET,
     KeySpace,
     encode_id,
     index_member,
     member_task_id,
     timestamp_floor,
 )
-from a2a_scale_redis.scripts import DELETE, INDEX_DELETE, INDEX_LIST, INDEX_PUT, SAVE
+from a2a_scale_redis.scripts import DELETE, save_script
 
 if TYPE_CHECKING:
     from a2a.server.context import ServerCallContext
     from a2a.server.events.event_queue import Event
+    from a2a.server.tasks.task_store import TaskStore
     from a2a.types.a2a_pb2 import ListTasksRequest, Task
 
     from a2a_scale_redis.connection import AnyRedis
 
 logger = logging.getLogger(__name__)
 
-_SAVED, _REPLAYED = 1, 2
+_SAVED, _REPLAYED, _TERMINAL = 1, 2, -2
 
 
 def version_value(version: TaskVersion) -> int:
     """The integer inside a `TaskVersion` of this store."""
-    value = version._value
+    value = task_version_value(version)
     if not isinstance(value, int):
         raise TypeError(f'RedisTaskStore uses integer versions, got {value!r}')
     return value
@@ -77,14 +93,32 @@ class LoggedEvents:
         return self._seen.pop((task_id, version), False) is None
 
 
+class SaveHook(Protocol):
+    """Told of this replica's saves of an event, and of what each logged."""
+
+    def saving(self, task_id: str) -> Any:
+        """A save of `task_id` starts; returns a token (`None`: not told)."""
+
+    def saved(self, token: Any, logged: tuple[bytes, int, bytes] | None) -> None:
+        """The save ended: its entry id, version and event, or `None`."""
+
+
+def _is_wrong_type(error: ResponseError) -> bool:
+    return 'WRONGTYPE' in str(error)
+
+
 class RedisTaskStore(VersionedTaskStore):
     """`VersionedTaskStore` on Redis or Redis Cluster.
 
-    One Lua script per save checks the owner and the version, writes the task,
-    appends the event to the task's stream and rings the task's wake-up
-    channel, atomically. On a single Redis the same script also updates the
-    owner's list indexes; on a Cluster they live in another slot and are
-    updated right after, by a version-guarded, idempotent script.
+    One Lua script per save checks the owner, the version and the
+    finished-task rule, writes the task, appends the event to the task's
+    stream and rings the task's wake-up channel, atomically. On a single
+    Redis the same script also updates the owner's list indexes; on a Cluster
+    they live in another slot and are updated right after, by a
+    version-guarded, idempotent script.
+
+    A task whose key cannot be read (wrong type, or another owner's) is
+    missing for the caller; the key is logged for the operator.
     """
 
     def __init__(
@@ -100,31 +134,58 @@ class RedisTaskStore(VersionedTaskStore):
         stream_maxlen: int = 1_000,
         feed_maxlen: int = 10_000,
         logged: LoggedEvents | None = None,
+        inline_event_bytes: int = 0,
     ) -> None:
         self._client = client
-        self.keys = KeySpace(namespace)
+        self._feed = FeedAppender(
+            client,
+            KeySpace(namespace).feed,
+            maxlen=feed_maxlen,
+            retention_ms=retention_seconds * 1000,
+        )
+        self.keys = KeySpace(namespace, sharded=cluster)
         self.owner_resolver = owner_resolver
-        self._mode = mode
         self._cluster = cluster
         self._retention_ms = retention_seconds * 1000
         self._active_ttl_ms = active_ttl_seconds * 1000
-        self._key_ttl_ms = (
-            max(self._retention_ms, self._active_ttl_ms) + 60_000
-            if self._active_ttl_ms
-            else 0
-        )
-        self._maxlen = stream_maxlen
         self._feed_maxlen = feed_maxlen
         self.logged = logged or LoggedEvents()
-        self._save = client.register_script(SAVE)
+        self.save_hook: SaveHook | None = None
+        """Told of each save of an event (the event stream's own writes)."""
+        self._save = client.register_script(
+            save_script(
+                retention_ms=self._retention_ms,
+                active_ttl_ms=self._active_ttl_ms,
+                maxlen=stream_maxlen,
+                mode=mode,
+                feed_maxlen=feed_maxlen,
+                inline_bytes=inline_event_bytes,
+                registry='' if cluster else self.keys.sweep,
+            )
+        )
+        # Write ids: unique per save call, cheaper than a uuid each.
+        self._write_prefix = uuid.uuid4().hex[:16]
+        self._write_count = itertools.count()
         self._index_put = client.register_script(INDEX_PUT)
         self._index_delete = client.register_script(INDEX_DELETE)
         self._index_list = client.register_script(INDEX_LIST)
         self._delete = client.register_script(DELETE)
 
     @property
+    def cluster(self) -> bool:
+        """Whether the store runs on a Redis Cluster."""
+        return self._cluster
+
+    @property
+    def client(self) -> AnyRedis:
+        """The Redis client of the store."""
+        return self._client
+
+    @property
     def as_task_store(self) -> TaskStore:
         """A plain `TaskStore` view (last write wins) of this store."""
+        from a2a_scale_redis.plain import RedisPlainTaskStore  # noqa: PLC0415
+
         return RedisPlainTaskStore(self)
 
     async def save(
@@ -136,107 +197,150 @@ class RedisTaskStore(VersionedTaskStore):
         prev_version: TaskVersion,
         context: ServerCallContext,
     ) -> TaskVersion:
-        """Saves `task` if `prev_version` is current; logs `event` with it."""
+        """Saves `task` if `prev_version` is current; logs `event` with it.
+
+        Raises:
+            InvalidTaskIdError: If the task id is empty.
+            TerminalTaskError: If the stored task is terminal and `task`
+                has another state.
+            ConcurrentTaskModificationError: If `prev_version` is not
+                current (or the CANCELED rule refuses the write).
+        """
         del prev
+        check_task_id(task.id)
         owner = self.owner_resolver(context)
         keys = self.keys.task(task.id)
-        okeys = self.keys.owner(owner)
+        prefix = self.keys.owner(owner).prefix
         ts = status_timestamp_ns(task)
         member = index_member(ts is not None, ts or 0, task.id)
         state = int(task.status.state)
-        terminal = is_terminal(state)
         tid = encode_id(task.id)
         ctx = encode_id(task.context_id)
-        args: list[Any] = [
-            owner,
-            version_value(prev_version),
-            int(state == TaskState.TASK_STATE_CANCELED),
-            uuid.uuid4().hex,
-            encode_task(task),
-            encode_event(event) if event is not None else b'',
-            state,
-            int(terminal),
-            ctx,
-            member,
-            self._retention_ms,
-            self._active_ttl_ms,
-            self._maxlen,
-            keys.channel,
-            self._mode,
-            self._feed_maxlen,
-            tid,
-            '' if self._cluster else okeys.prefix,
-            self._key_ttl_ms,
-        ]
-        with wrong_type_as_error(keys.task):
-            status, version, _ = await self._save(
+        data = encode_event(event) if event is not None else b''
+        inline = not self._cluster
+        with wrong_type_as_error(keys.task), self._saving(task.id, data) as saved:
+            reply = await self._save(
                 keys=[
                     keys.task,
                     keys.events,
                     keys.push,
-                    self.keys.feed if not self._cluster else keys.task,
+                    self.keys.feed if inline else keys.task,
                 ],
-                args=args,
+                args=[
+                    owner,
+                    version_value(prev_version),
+                    int(state == TaskState.TASK_STATE_CANCELED),
+                    f'{self._write_prefix}{next(self._write_count):x}',
+                    encode_task(task),
+                    data,
+                    state,
+                    int(is_terminal(state)),
+                    ctx,
+                    member,
+                    keys.channel,
+                    tid,
+                    prefix if inline else '',
+                ],
             )
+            saved.extend(reply)
+        status, version = int(reply[0]), int(reply[1])
+        if status == _TERMINAL:
+            check_terminal_save(task.id, int(reply[2]), state)
         if status not in (_SAVED, _REPLAYED):
             raise ConcurrentTaskModificationError(task.id)
         if self._cluster:
-            ttl = self._retention_ms if terminal else self._active_ttl_ms
             await self._after_save_on_cluster(
-                okeys.prefix,
+                prefix,
                 tid,
-                int(version),
-                state,
-                ctx,
-                member,
-                ttl,
+                version,
+                (state, ctx, member),
+                int(reply[3]) if int(reply[4]) else None,
                 owner,
-                args[5],
+                data,
             )
         if event is not None:
-            self.logged.add(task.id, int(version))
-        return TaskVersion(int(version))
+            self.logged.add(task.id, version)
+        return TaskVersion(version)
+
+    @contextlib.contextmanager
+    def _saving(self, task_id: str, event: bytes) -> Iterator[list[Any]]:
+        """Tells `save_hook` of a save in flight, then of the entry it logged.
+
+        Yields the list the caller fills with the script's reply.
+        """
+        hook = self.save_hook
+        token = hook.saving(task_id) if hook is not None and event else None
+        reply: list[Any] = []
+        try:
+            yield reply
+        finally:
+            if hook is not None and token is not None:
+                logged = None
+                if reply and int(reply[0]) == _SAVED and reply[2]:
+                    logged = (reply[2], int(reply[1]), event)
+                hook.saved(token, logged)
 
     async def _after_save_on_cluster(  # noqa: PLR0917
         self,
         prefix: str,
         tid: str,
         version: int,
-        state: int,
-        ctx: str,
-        member: str,
-        ttl: int,
+        entry: tuple[int, str, str],
+        deadline: int | None,
         owner: str,
         event: bytes,
     ) -> None:
-        """Updates the indexes and the feed, which live in other slots."""
-        try:
-            await self._index_put(
-                keys=[f'{prefix}:all'],
-                args=[prefix, tid, version, state, ctx, member, ttl, self._key_ttl_ms],
-            )
-            if event and self._feed_maxlen:
-                await self._client.xadd(
-                    self.keys.feed,
-                    {'t': tid, 'v': version, 'o': owner, 'e': event},
-                    maxlen=self._feed_maxlen,
-                    approximate=True,
+        """Updates the index, the sweep registry and the feed (other slots).
+
+        The calls go out together: the index script and one pipeline.
+        """
+        calls = []
+        if deadline is not None:
+            state, ctx, member = entry
+            calls.append(
+                self._index_put(
+                    keys=[f'{prefix}:all'],
+                    args=[prefix, tid, version, state, ctx, member, deadline, ''],
                 )
-                await self._client.pexpire(self.keys.feed, self._retention_ms)
-        except Exception:
-            # The task is saved; the next save or list of it repairs this.
+            )
+        pipe = self._client.pipeline(transaction=False)
+        if deadline:
+            pipe.zadd(self.keys.sweep, {prefix: deadline}, lt=True)
+        feed_in_pipe = bool(event and self._feed_maxlen and not self._feed.pending)
+        if feed_in_pipe:
+            pipe.xadd(
+                self.keys.feed,
+                {'t': tid, 'v': version, 'o': owner, 'e': event},
+                maxlen=self._feed_maxlen,
+                approximate=True,
+            )
+            pipe.pexpire(self.keys.feed, self._retention_ms)
+        if len(pipe):
+            calls.append(pipe.execute())
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if event and self._feed_maxlen and (failed or not feed_in_pipe):
+            # At least once: retried (after any backlog), a repeat is harmless.
+            await self._feed.append({'t': tid, 'v': version, 'o': owner, 'e': event})
+        if failed:
+            # The task is saved; its next save rewrites its index entry.
             logger.warning(
-                'Saved task %s but could not update its index or the feed',
+                'Saved task %s but could not update its index or the feed: %r',
                 tid[:64],
-                exc_info=True,
+                failed[0],
             )
 
     async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
         """Returns the caller's task `task_id` with its version, or `None`."""
         owner = self.owner_resolver(context)
         key = self.keys.task(task_id).task
-        with wrong_type_as_error(key):
+        try:
             reply: Any = await self._client.hmget(key, 'd', 'v', 'o')
+        except ResponseError as e:
+            if not _is_wrong_type(e):
+                raise
+            logger.error('Task key %r holds the wrong kind of value: %s', key, e)
+            return None
         data, version, stored_owner = reply
         if data is None or stored_owner is None or stored_owner.decode() != owner:
             return None
@@ -250,20 +354,37 @@ class RedisTaskStore(VersionedTaskStore):
         """Deletes the caller's task `task_id`, its events and push configs."""
         owner = self.owner_resolver(context)
         keys = self.keys.task(task_id)
-        with wrong_type_as_error(keys.task):
+        try:
             (deleted,) = await self._delete(
-                keys=[keys.task, keys.events, keys.push], args=[owner]
+                keys=[keys.task, keys.events, keys.push],
+                args=[owner, keys.channel],
             )
+        except ResponseError as e:
+            if not _is_wrong_type(e):
+                raise
+            logger.error('Task key %r holds the wrong kind of value: %s', keys.task, e)
+            return
         okeys = self.keys.owner(owner)
         if deleted:
             await self._index_delete(
-                keys=[okeys.all], args=[okeys.prefix, encode_id(task_id)]
+                keys=[okeys.all],
+                args=[
+                    okeys.prefix,
+                    encode_id(task_id),
+                    '' if self._cluster else self.keys.sweep,
+                ],
             )
 
     async def list(
         self, params: ListTasksRequest, context: ServerCallContext
     ) -> ListTasksResponse:
-        """Lists the caller's tasks: filtered, ordered, keyset-paginated."""
+        """Lists the caller's tasks: filtered, ordered, keyset-paginated.
+
+        Expired entries are never counted nor paged over. `total_size` counts
+        the tasks the listing can return: a task that is gone, or whose key
+        cannot be read, is left out of the page and of the count, and its key
+        is logged. Any other error reply to a read fails the listing.
+        """
         owner = self.owner_resolver(context)
         query = ListQuery.from_request(params)
         okeys = self.keys.owner(owner)
@@ -285,42 +406,49 @@ class RedisTaskStore(VersionedTaskStore):
             has, ts, after_id = query.after
             high = '(' + index_member(has, ts, after_id)
         legacy = encode_id(query.legacy_start_id) if query.legacy_start_id else ''
-        reply = await self._index_list(
-            keys=[okeys.all],
-            args=[
-                okeys.prefix,
-                suffix,
-                high,
-                low,
-                query.page_size + 1,
-                state_filter,
-                legacy,
-            ],
-        )
+        args: list[Any] = [
+            okeys.prefix,
+            suffix,
+            high,
+            low,
+            query.page_size + 1,
+            state_filter,
+            legacy,
+            '' if self._cluster else self.keys.sweep,
+        ]
+        reply = await self._index_list(keys=[okeys.all], args=args)
+        while reply[0] == PRUNE_PENDING:  # each call drops a bounded batch
+            reply = await self._index_list(keys=[okeys.all], args=args)
         if reply[0] == -1:
             raise InvalidParamsError(f'Invalid page token: {params.page_token}')
         total, members = int(reply[0]), [m.decode() for m in reply[1:]]
         more = len(members) > query.page_size
         members = members[: query.page_size]
-        tasks = await self._fetch(owner, members)
-        token = _cursor_of(members[-1]) if more and members else None
+        tasks, skipped = await self._fetch(owner, members)
+        token = cursor_of(members[-1]) if more and members else None
         return ListTasksResponse(
             tasks=tasks,
             next_page_token=token or '',
             page_size=query.page_size,
-            total_size=total,
+            total_size=max(total - skipped, len(tasks)),
         )
 
-    async def _fetch(self, owner: str, members: Sequence[str]) -> Sequence[Task]:
-        """Reads the tasks of index `members`, skipping gone or corrupt ones."""
+    async def _fetch(
+        self, owner: str, members: Sequence[str]
+    ) -> tuple[Sequence[Task], int]:
+        """Reads the tasks of index `members`; also counts those it skipped."""
         keys = [self.keys.task(member_task_id(m)).task for m in members]
         async with self._client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hmget(key, 'd', 'o')
             replies = await pipe.execute(raise_on_error=False)
-        tasks = []
+        tasks: list[Task] = []
         for key, reply in zip(keys, replies, strict=True):
             if isinstance(reply, Exception):
+                # Only a key that holds the wrong kind of value is skipped: a
+                # transient error (BUSY, LOADING, ...) must not shrink a page.
+                if not isinstance(reply, ResponseError) or not _is_wrong_type(reply):
+                    raise reply
                 logger.error('Skipping task key %r in a listing: %s', key, reply)
                 continue
             data, stored_owner = reply
@@ -330,52 +458,4 @@ class RedisTaskStore(VersionedTaskStore):
                 tasks.append(decode_task(data, key=key))
             except CorruptDataError as e:
                 logger.error('Skipping a task in a listing: %s', e)
-        return tasks
-
-
-def _cursor_of(member: str) -> str:
-    """The page token that resumes a listing after index `member`."""
-    has = member[0] == '1'
-    ts = int(member[1:MEMBER_PREFIX_LEN]) - TS_OFFSET
-    return encode_list_tasks_cursor(
-        ListTasksCursor(
-            timestamp_ns=ts if has else None, task_id=member_task_id(member)
-        )
-    )
-
-
-class RedisPlainTaskStore(TaskStore):
-    """A plain `TaskStore` over `RedisTaskStore`: each save wins."""
-
-    def __init__(self, store: RedisTaskStore, *, max_attempts: int = 20) -> None:
-        self._store = store
-        self._max_attempts = max_attempts
-
-    async def save(self, task: Task, context: ServerCallContext) -> None:
-        """Saves `task` over whatever version is stored."""
-        for _ in range(self._max_attempts):
-            stored = await self._store.get(task.id, context)
-            version = stored.version if stored is not None else TaskVersion.MISSING
-            try:
-                await self._store.save(
-                    task, event=None, prev=None, prev_version=version, context=context
-                )
-            except ConcurrentTaskModificationError:
-                continue
-            return
-        raise ConcurrentTaskModificationError(task.id)
-
-    async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
-        """Returns the task, or `None`."""
-        stored = await self._store.get(task_id, context)
-        return stored.task if stored is not None else None
-
-    async def list(
-        self, params: ListTasksRequest, context: ServerCallContext
-    ) -> ListTasksResponse:
-        """Lists tasks."""
-        return await self._store.list(params, context)
-
-    async def delete(self, task_id: str, context: ServerCallContext) -> None:
-        """Deletes a task."""
-        await self._store.delete(task_id, context)
+        return tasks, len(keys) - len(tasks)

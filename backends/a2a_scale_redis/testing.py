@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 def redis_binaries() -> tuple[str, str] | None:
@@ -181,3 +182,25 @@ class RedisCluster3:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.stop()
+
+
+def inject_faults(
+    backend: Any,
+    plan: Any,
+    *,
+    commands: bool = True,
+    pipelines: bool = False,
+    pubsub: bool = False,
+) -> None:
+    """Makes a started `RedisBackend`'s calls fail as `plan` says.
+
+    By default only the client's commands (``execute_command``) fail;
+    `pipelines` and `pubsub` add pipeline executions and the wake-up hub's
+    Pub/Sub connection. See `a2a_scale_redis.fault_injection.inject_faults`
+    for the call names and what each fault does.
+    """
+    from a2a_scale_redis import fault_injection  # noqa: PLC0415 - needs redis
+
+    fault_injection.inject_faults(
+        backend, plan, commands=commands, pipelines=pipelines, pubsub=pubsub
+    )

@@ -13,6 +13,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from a2a_scale_redis.testing import RedisCluster3, RedisServer, redis_binaries
+from service_support import need_service
 
 REDIS_HOST = os.environ.get('A2A_SCALE_TEST_REDIS_HOST', '127.0.0.1')
 REDIS_PORT = int(os.environ.get('A2A_SCALE_TEST_REDIS_PORT', '6379'))
@@ -65,8 +66,7 @@ def private_server(
 @pytest.fixture(scope='session')
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster3]:
     """A local 3-master Redis Cluster, shared by the session."""
-    if redis_binaries() is None:
-        pytest.skip('redis-server is not on PATH')
+    need_service('redis-server', redis_binaries() is not None, 'not on PATH')
     cluster = RedisCluster3(tmp_path_factory.mktemp('cluster'))
     cluster.start()
     yield cluster

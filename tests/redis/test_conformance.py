@@ -8,9 +8,10 @@ import pytest
 from redis.asyncio import Redis
 
 from a2a_scale import Backend, ScaleSettings
-from a2a_scale.testing import BackendConformance
+from a2a_scale.testing import BackendConformance, FaultPlan
 from a2a_scale_redis.backend import RedisBackend
 from a2a_scale_redis.settings import RedisSettings
+from a2a_scale_redis.testing import inject_faults
 
 pytestmark = pytest.mark.redis
 
@@ -30,6 +31,15 @@ class RedisFactory:
             RedisSettings(url=self.url, mode=self.mode),
         )
 
+    def create_backend_retaining(self, namespace: str, events: int) -> Backend:
+        return RedisBackend(
+            ScaleSettings(namespace=namespace, backend='redis'),
+            RedisSettings(url=self.url, mode=self.mode, stream_maxlen=events),
+        )
+
+    def inject_faults(self, backend: Backend, plan: FaultPlan) -> None:
+        inject_faults(backend, plan)
+
     async def destroy_namespace(self, namespace: str) -> None:
         client = Redis.from_url(self.url)
         try:
@@ -46,7 +56,7 @@ class RedisFactory:
         watch = backend.event_stream._watches.get(
             backend.event_stream.keys.task(task_id).channel
         )
-        return len(watch.subscribers) if watch is not None else 0
+        return len(watch.window.cursors) if watch is not None else 0
 
 
 class TestRedisStreams(RedisFactory, BackendConformance):

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from a2a.server.cluster import TaskVersion
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from a2a_scale import ScaleSettings
 from a2a_scale.testing import make_task, user_context
 from a2a_scale_redis.backend import RedisBackend
 from a2a_scale_redis.feed import RedisEventFeed
 from a2a_scale_redis.settings import RedisSettings
+from a2a_scale_redis.testing import RedisCluster3
 
 pytestmark = pytest.mark.redis
 
@@ -110,3 +113,76 @@ async def test_reaping_a_dead_replica_releases_its_feed_group_and_consumers(
         billing = await client.xinfo_consumers(own.key, 'billing')
         assert [(c['name'].decode(), c['pending']) for c in billing] == [(dead_id, 3)]
         assert await backend.lifecycle.live_instances() == [me]
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_feed_entry_is_acknowledged_and_logged_not_raised(
+    redis_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = RedisBackend(
+        ScaleSettings(namespace=namespace, backend='redis'),
+        RedisSettings(url=redis_url),
+    )
+    async with backend:
+        feed = backend.event_feed('audit', consumer='c1', block_ms=100)
+        await feed.ensure_group()
+        bad_id = await backend.client.xadd(feed.key, {'t': 'zz', 'e': b'secret-body'})
+        written = await write_tasks(backend, 2)
+        got: set[tuple[str, int]] = set()
+        for _ in range(3):
+            entries = await feed.read()
+            got |= {(e.task_id, e.version) for e in entries}
+            await feed.ack(*entries)
+        assert got == written
+        pending = await backend.client.xpending(feed.key, 'audit')
+        assert pending['pending'] == 0
+        assert bad_id.decode() in caplog.text
+        assert 'secret-body' not in caplog.text
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_cluster_feed_append_after_a_save_is_at_least_once(
+    redis_cluster: RedisCluster3, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = RedisBackend(
+        ScaleSettings(namespace=namespace, backend='redis'),
+        RedisSettings(url=redis_cluster.url, cluster=True),
+    )
+    async with backend:
+        client = backend.client
+        real_pipeline = client.pipeline
+        failures = [2]
+
+        def failing_pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = real_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def flaky(*a: Any, **k: Any) -> Any:
+                if failures[0] > 0:
+                    failures[0] -= 1
+                    raise RedisConnectionError('injected: connection reset')
+                return await execute(*a, **k)
+
+            pipe.execute = flaky
+            return pipe
+
+        monkeypatch.setattr(client, 'pipeline', failing_pipeline)
+        monkeypatch.setattr(client, 'xadd', _failing_once(client.xadd))
+        written = await write_tasks(backend, 3)
+        feed = backend.event_feed('audit', consumer='c1', block_ms=100)
+        await feed.ensure_group(from_start=True)
+        got = {(e.task_id, e.version) for e in await feed.read()}
+        assert got == written
+
+
+def _failing_once(call: Any) -> Any:
+    failed = [False]
+
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not failed[0]:
+            failed[0] = True
+            raise RedisConnectionError('injected: connection reset')
+        return await call(*args, **kwargs)
+
+    return wrapper

@@ -13,7 +13,7 @@ from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
 from redis.asyncio import Redis
 
 from a2a_scale import CorruptDataError, ScaleSettings, load_backend
-from a2a_scale.errors import ConfigurationError
+from a2a_scale.errors import ConfigurationError, InvalidTaskIdError, TerminalTaskError
 from a2a_scale.testing import TaskWriter, make_task, user_context
 from a2a_scale_redis.backend import RedisBackend
 from a2a_scale_redis.errors import RedisWrongTypeError
@@ -97,18 +97,20 @@ async def test_corrupt_task_bytes_name_the_key_and_list_skips_them(
     with caplog.at_level(logging.ERROR):
         listed = await backend.task_store.list(ListTasksRequest(), ALICE)
     assert [t.id for t in listed.tasks] == ['good']
+    assert listed.total_size == 1
     assert key in caplog.text
 
 
 @pytest.mark.asyncio
 async def test_wrongtype_keys_give_a_clear_error(
-    backend: RedisBackend, raw: Redis
+    backend: RedisBackend, raw: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     keys = backend.task_store.keys.task('t')
     await raw.set(keys.task, 'a string')
-    with pytest.raises(RedisWrongTypeError) as caught:
-        await backend.task_store.get('t', ALICE)
-    assert caught.value.key == keys.task
+    # A reader learns nothing about the key: the task is missing for it.
+    with caplog.at_level(logging.ERROR):
+        assert await backend.task_store.get('t', ALICE) is None
+    assert keys.task in caplog.text  # the operator is told
     with pytest.raises(RedisWrongTypeError):
         await TaskWriter(backend.task_store, ALICE, make_task('t')).create()
     await raw.delete(keys.task)
@@ -117,6 +119,173 @@ async def test_wrongtype_keys_give_a_clear_error(
         await TaskWriter(backend.task_store, ALICE, make_task('t')).create()
     assert caught.value.key == keys.events
     assert await raw.exists(keys.task) == 0  # nothing half-written
+
+
+@pytest.mark.asyncio
+async def test_list_counts_only_the_tasks_it_returns(
+    backend: RedisBackend, raw: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = backend.task_store
+    for task_id in ('good', 'corrupt', 'wrong-type'):
+        await TaskWriter(store, ALICE, make_task(task_id)).create()
+    corrupt = store.keys.task('corrupt').task
+    wrong = store.keys.task('wrong-type').task
+    await raw.hset(corrupt, 'd', b'\xff\x00not a proto')
+    await raw.delete(wrong)
+    await raw.set(wrong, 'a string')
+    with caplog.at_level(logging.ERROR):
+        listed = await store.list(ListTasksRequest(), ALICE)
+    assert [t.id for t in listed.tasks] == ['good']
+    assert listed.total_size == 1
+    assert not listed.next_page_token
+    assert corrupt in caplog.text
+    assert wrong in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_another_owners_corrupt_task_reads_as_missing(
+    backend: RedisBackend, raw: Redis
+) -> None:
+    store = backend.task_store
+    await TaskWriter(store, user_context('bob'), make_task('bobs')).create()
+    await raw.hset(store.keys.task('bobs').task, 'd', b'\xff\x00not a proto')
+    assert await store.get('bobs', ALICE) is None
+    listed = await store.list(ListTasksRequest(), ALICE)
+    assert (listed.total_size, list(listed.tasks)) == (0, [])
+
+
+@pytest.mark.asyncio
+async def test_an_empty_task_id_is_refused_at_save(
+    backend: RedisBackend, raw: Redis, namespace: str
+) -> None:
+    task = make_task('x')
+    task.id = ''
+    with pytest.raises(InvalidTaskIdError):
+        await TaskWriter(backend.task_store, ALICE, task).create()
+    keys = [k async for k in raw.scan_iter(match=f'*{namespace}:t:*')]
+    assert keys == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    'final', [TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_CANCELED]
+)
+async def test_a_terminal_state_is_final(backend: RedisBackend, final: int) -> None:
+    store = backend.task_store
+    writer = TaskWriter(store, ALICE, make_task('done'))
+    await writer.create()
+    await writer.set_state(TaskState.TASK_STATE_WORKING)
+    await writer.set_state(final)
+    if final == TaskState.TASK_STATE_CANCELED:
+        with pytest.raises(ConcurrentTaskModificationError):  # the SDK's rule
+            await writer.set_state(final)
+    else:
+        await writer.set_state(final)  # a re-save keeping the state is accepted
+    for state in (TaskState.TASK_STATE_WORKING, TaskState.TASK_STATE_FAILED):
+        with pytest.raises(TerminalTaskError):
+            await writer.set_state(state)
+    stored = await store.get('done', ALICE)
+    assert stored is not None
+    assert (stored.task.status.state, stored.version) == (final, writer.version)
+    # The SDK's cancel rule: a CANCELED write over a finished task is refused.
+    stored.task.status.state = TaskState.TASK_STATE_CANCELED
+    if final != TaskState.TASK_STATE_CANCELED:
+        with pytest.raises(ConcurrentTaskModificationError):
+            await store.save(
+                stored.task,
+                event=None,
+                prev=None,
+                prev_version=stored.version,
+                context=ALICE,
+            )
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_overwrites_a_running_task_without_a_version(
+    backend: RedisBackend,
+) -> None:
+    store = backend.task_store
+    writer = TaskWriter(store, ALICE, make_task('c'))
+    await writer.create()
+    await writer.set_state(TaskState.TASK_STATE_WORKING)
+    cancel = make_task('c', state=TaskState.TASK_STATE_CANCELED)
+    version = await store.save(
+        cancel, event=None, prev=None, prev_version=TaskVersion(1), context=ALICE
+    )
+    assert version == TaskVersion(3)
+    with pytest.raises(ConcurrentTaskModificationError):  # absent: refused
+        await store.save(
+            make_task('absent', state=TaskState.TASK_STATE_CANCELED),
+            event=None,
+            prev=None,
+            prev_version=TaskVersion.MISSING,
+            context=ALICE,
+        )
+
+
+@pytest.mark.asyncio
+async def test_nobody_resurrects_a_task_cancelled_in_a_storm_of_saves(
+    redis_url: str, namespace: str
+) -> None:
+    a = backend_for(redis_url, namespace)
+    b = backend_for(redis_url, namespace)
+    async with a, b:
+        await TaskWriter(
+            a.task_store, ALICE, make_task('hot', state=TaskState.TASK_STATE_WORKING)
+        ).create()
+        cancelled = asyncio.Event()
+        after_cancel: list[int] = []
+        refused = 0
+
+        async def writer(backend: RedisBackend, name: str) -> None:
+            nonlocal refused
+            for n in range(10_000):
+                stored = await backend.task_store.get('hot', ALICE)
+                assert stored is not None
+                task = stored.task
+                task.status.state = TaskState.TASK_STATE_WORKING  # still at it
+                task.metadata[name] = str(n)
+                was_cancelled = cancelled.is_set()
+                try:
+                    await backend.task_store.save(
+                        task,
+                        event=None,
+                        prev=None,
+                        prev_version=stored.version,
+                        context=ALICE,
+                    )
+                except TerminalTaskError:
+                    refused += 1
+                    return
+                except ConcurrentTaskModificationError:
+                    continue
+                if was_cancelled:
+                    after_cancel.append(n)
+
+        async def canceller() -> None:
+            await asyncio.sleep(0.3)
+            task = make_task('hot', state=TaskState.TASK_STATE_CANCELED)
+            await b.task_store.save(
+                task,
+                event=None,
+                prev=None,
+                prev_version=TaskVersion(1),
+                context=ALICE,
+            )
+            cancelled.set()
+
+        await asyncio.wait_for(
+            asyncio.gather(
+                canceller(),
+                *(writer(r, f'{r.instance_id}-{i}') for i in range(4) for r in (a, b)),
+            ),
+            60,
+        )
+        final = await a.task_store.get('hot', ALICE)
+        assert final is not None
+        assert final.task.status.state == TaskState.TASK_STATE_CANCELED
+        assert after_cancel == []
+        assert refused == 8
 
 
 @pytest.mark.asyncio

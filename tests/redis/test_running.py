@@ -1,0 +1,116 @@
+"""Redis running-task records: one slot, no keyspace scan, at-least-once acks.
+
+The suite's `RunningTasksConformance` covers the contract; these check how
+the Redis backend meets it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from a2a_scale import ScaleSettings
+from a2a_scale.recovery import RunningTask
+from a2a_scale_redis.backend import RedisBackend
+from a2a_scale_redis.keys import KeySpace
+from a2a_scale_redis.settings import RedisSettings
+
+pytestmark = pytest.mark.redis
+
+
+def _backend(url: str, namespace: str) -> RedisBackend:
+    return RedisBackend(
+        ScaleSettings(namespace=namespace, backend='redis'), RedisSettings(url=url)
+    )
+
+
+@pytest_asyncio.fixture
+async def claimer(redis_url: str, namespace: str) -> AsyncIterator[RedisBackend]:
+    async with _backend(redis_url, namespace) as backend:
+        yield backend
+    raw = Redis.from_url(redis_url)
+    try:
+        keys = [k async for k in raw.scan_iter(match=f'{{{namespace}:*')]
+        if keys:
+            await raw.delete(*keys)
+    finally:
+        await raw.aclose()
+
+
+async def _orphans(url: str, namespace: str, count: int) -> list[RunningTask]:
+    gone = _backend(url, namespace)
+    async with gone:
+        left = [
+            RunningTask(f'task-{i}', 'alice', gone.instance_id) for i in range(count)
+        ]
+        for record in left:
+            await gone.running_tasks.add(record)
+    return left
+
+
+def _record_commands(backend: RedisBackend, fail: set[int]) -> list[str]:
+    """Records the client's commands; those numbered in `fail` fail unsent."""
+    client: Any = backend.client
+    execute = client.execute_command
+    seen: list[str] = []
+
+    async def execute_command(*args: Any, **options: Any) -> Any:
+        seen.append(str(args[0]).upper())
+        if len(seen) in fail:
+            raise RedisConnectionError('injected: not sent')
+        return await execute(*args, **options)
+
+    client.execute_command = execute_command
+    return seen
+
+
+def test_running_keys_share_the_registry_slot() -> None:
+    keys = KeySpace('ns')
+    slot = key_slot(keys.instances.encode())
+    for key in (
+        keys.running,
+        keys.running_holders,
+        keys.running_claims,
+        keys.running_of('host-1-abc'),
+        keys.running_of('{x}:*'),
+    ):
+        assert key_slot(key.encode()) == slot, key
+
+
+@pytest.mark.asyncio
+async def test_a_claim_is_two_scripts_and_reads_no_keyspace(
+    claimer: RedisBackend, redis_url: str, namespace: str
+) -> None:
+    left = await _orphans(redis_url, namespace, 3)
+    seen = _record_commands(claimer, fail=set())
+    claimed = await claimer.running_tasks.claim_orphans(older_than=60)
+    assert set(claimed) == set(left)
+    assert [c for c in seen if c not in ('SCRIPT LOAD', 'SCRIPT')] == [
+        'EVALSHA',
+        'EVALSHA',
+    ]
+    raw = Redis.from_url(redis_url)
+    try:
+        assert await raw.hlen(KeySpace(namespace).running_claims) == 0
+        assert await raw.scard(KeySpace(namespace).running_holders) == 0
+    finally:
+        await raw.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_failed_acknowledgement_returns_the_records_again(
+    claimer: RedisBackend, redis_url: str, namespace: str
+) -> None:
+    left = await _orphans(redis_url, namespace, 3)
+    seen = _record_commands(claimer, fail={2})  # the acknowledgement
+    first = await claimer.running_tasks.claim_orphans(older_than=60)
+    assert seen[:2] == ['EVALSHA', 'EVALSHA']
+    again = await claimer.running_tasks.claim_orphans(older_than=60)
+    assert set(first) == set(again) == set(left)
+    assert await claimer.running_tasks.claim_orphans(older_than=60) == []
