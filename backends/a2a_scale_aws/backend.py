@@ -2,28 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 
-from a2a_scale import Backend, BackendNotStartedError, ComponentHealth
-from a2a_scale_aws.clients import AWSClients, CallCounter, open_clients
-from a2a_scale_aws.errors import ResourceMissingError, error_code
+from a2a_scale import (
+    Backend,
+    BackendNotStartedError,
+    BackendUnavailableError,
+    ComponentHealth,
+)
+from a2a_scale.health import (
+    COMPONENTS,
+    PUSH_STORE,
+    REPLICAS,
+    STORE,
+    STREAM,
+    not_started,
+)
+from a2a_scale_aws.clients import (
+    AWSClients,
+    BotoCoreError,
+    CallCounter,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    aioboto3,
+    open_clients,
+    probe_endpoint,
+)
+from a2a_scale_aws.errors import ResourceMissingError, error_code, error_message
 from a2a_scale_aws.lifecycle import SqsQueueLifecycle
 from a2a_scale_aws.names import ResourceNames
-from a2a_scale_aws.provision import check_table, provision
+from a2a_scale_aws.ops import AWSClusterView
+from a2a_scale_aws.provision import (
+    check_table,
+    count_tasks,
+    deprovision,
+    provision,
+)
 from a2a_scale_aws.push import DynamoDBPushNotificationConfigStore
+from a2a_scale_aws.running import AWSRunningTasks
 from a2a_scale_aws.settings import AWSSettings
 from a2a_scale_aws.store import DynamoDBTaskStore
 from a2a_scale_aws.stream import SnsSqsEventStream
 
 if TYPE_CHECKING:
-    import aioboto3
     from pydantic_settings import BaseSettings
 
     from a2a_scale import ScaleSettings
+
+HEALTH_SCAN_BUDGET = 1.0
+"""Seconds `health` may spend counting the tasks of the table."""
 
 
 async def resolve_topic_arn(
@@ -83,7 +116,7 @@ class AWSBackend(Backend):
         self._task_store = DynamoDBTaskStore(
             None,
             self.names.table,
-            owner_resolver=owner_resolver,
+            owner_resolver=self.owner_resolver,
             retention_seconds=settings.retention_seconds,
             active_ttl_seconds=self.aws_settings.active_ttl_seconds,
             compress_threshold=self.aws_settings.compress_threshold,
@@ -102,8 +135,14 @@ class AWSBackend(Backend):
         self._push_config_store = DynamoDBPushNotificationConfigStore(
             None,
             self.names.table,
-            owner_resolver=owner_resolver,
+            owner_resolver=self.owner_resolver,
             active_ttl_seconds=self.aws_settings.active_ttl_seconds,
+        )
+        self._running_tasks = AWSRunningTasks(
+            None,
+            self.names.table,
+            instance_id=self.instance_id,
+            ttl_seconds=self.aws_settings.active_ttl_seconds,
         )
         self._lifecycle: SqsQueueLifecycle | None = None
 
@@ -123,6 +162,11 @@ class AWSBackend(Backend):
         return self._push_config_store
 
     @property
+    def running_tasks(self) -> AWSRunningTasks:
+        """Which replica runs which task, in the namespace's table."""
+        return self._running_tasks
+
+    @property
     def lifecycle(self) -> SqsQueueLifecycle:
         """This replica's queue (exists once connected)."""
         if self._lifecycle is None:
@@ -131,14 +175,79 @@ class AWSBackend(Backend):
             )
         return self._lifecycle
 
+    @property
+    def cluster_view(self) -> AWSClusterView:
+        """An operator's view of the namespace: every task, replica and event."""
+        return AWSClusterView(self)
+
+    @property
+    def region(self) -> str:
+        """The region: the setting, else the given session's, else the default."""
+        aws = self.aws_settings
+        session_region = self._session.region_name if self._session else None
+        if 'region' in aws.model_fields_set or not session_region:
+            return aws.region
+        return str(session_region)
+
+    async def _probe(self, session: aioboto3.Session) -> None:
+        """Fails fast, naming the endpoint, when AWS does not answer.
+
+        Raises:
+            BackendUnavailableError: After at most the connect plus read
+                timeouts without a reply.
+        """
+        aws = self.aws_settings
+        limit = aws.connect_timeout + aws.read_timeout
+        try:
+            # The client's own timeouts bound the call; this is a backstop.
+            async with asyncio.timeout(limit + 1):
+                await probe_endpoint(
+                    session,
+                    region=self.region,
+                    endpoint_url=aws.endpoint_url,
+                    table=self.names.table,
+                    connect_timeout=aws.connect_timeout,
+                    read_timeout=aws.read_timeout,
+                )
+        except (BotoCoreError, TimeoutError) as e:
+            kwargs = getattr(e, 'kwargs', None) or {}
+            address = str(
+                aws.endpoint_url or kwargs.get('endpoint_url') or self.address
+            )
+            if isinstance(e, ReadTimeoutError | TimeoutError):
+                reason = (
+                    f'no reply within {limit:g} s (A2A_SCALE_AWS_CONNECT_TIMEOUT='
+                    f'{aws.connect_timeout:g} + A2A_SCALE_AWS_READ_TIMEOUT='
+                    f'{aws.read_timeout:g})'
+                )
+            elif isinstance(e, ConnectTimeoutError):
+                reason = (
+                    f'no connection within {aws.connect_timeout:g} s '
+                    '(A2A_SCALE_AWS_CONNECT_TIMEOUT)'
+                )
+            else:
+                reason = f'{type(e).__name__}: {e}'
+            raise BackendUnavailableError(
+                f'Cannot reach AWS at {address} (A2A_SCALE_AWS_ENDPOINT_URL, '
+                f'AWS_ENDPOINT_URL, A2A_SCALE_AWS_REGION): {reason}',
+                address=address,
+            ) from None
+
     async def _connect(self) -> None:
+        aws = self.aws_settings
+        session = self._session or aioboto3.Session()
+        await self._probe(session)
         stack = contextlib.AsyncExitStack()
         try:
             clients = await stack.enter_async_context(
                 open_clients(
-                    region=self.aws_settings.region,
-                    endpoint_url=self.aws_settings.endpoint_url,
-                    session=self._session,
+                    region=self.region,
+                    endpoint_url=aws.endpoint_url,
+                    session=session,
+                    connect_timeout=aws.connect_timeout,
+                    read_timeout=aws.read_timeout,
+                    max_attempts=aws.max_attempts,
+                    receive_wait_seconds=aws.receive_wait_seconds,
                 )
             )
             if self.call_counter is not None:
@@ -156,12 +265,9 @@ class AWSBackend(Backend):
         self._stack, self.clients = stack, clients
         self._task_store._db = clients.dynamodb
         self._push_config_store._db = clients.dynamodb
+        self._running_tasks._db = clients.dynamodb
         stream = self._event_stream
-        stream._db, stream._sns, stream._sqs = (
-            clients.dynamodb,
-            clients.sns,
-            clients.sqs,
-        )
+        stream.use_clients(clients.dynamodb, clients.sns, clients.sqs)
         stream.topic_arn = topic_arn
         self._task_store.on_saved = stream.notify
         self._lifecycle = SqsQueueLifecycle(
@@ -178,45 +284,60 @@ class AWSBackend(Backend):
         if stack is not None:
             await stack.aclose()
 
+    @property
+    def address(self) -> str:
+        """The endpoint (e.g. a moto server), else the region."""
+        endpoint = self.aws_settings.endpoint_url or os.environ.get('AWS_ENDPOINT_URL')
+        return endpoint or f'AWS {self.region}'
+
+    async def _purge(self) -> list[str]:
+        topic = self._event_stream.topic_arn
+        if self.clients is None or topic is None:
+            return []
+        return await deprovision(self.clients, self.names, topic)
+
     async def health(self) -> list[ComponentHealth]:
-        """Checks the table, the topic and this replica's queue."""
-        if self.clients is None:
-            return [ComponentHealth('aws', False, 'not started')]
-        reports = []
-        checks: list[tuple[str, Any]] = [
-            (
-                'task_store',
-                self.clients.dynamodb.describe_table(TableName=self.names.table),
+        """Reports the table, the topic and queue, and the live replicas."""
+        clients, lifecycle = self.clients, self._lifecycle
+        if clients is None or lifecycle is None:
+            return not_started()
+        table = self.names.table
+        started = time.perf_counter()
+        try:
+            await clients.dynamodb.describe_table(TableName=table)
+            latency = (time.perf_counter() - started) * 1000
+            tasks = await count_tasks(clients, table, budget=HEALTH_SCAN_BUDGET)
+            await clients.sns.get_topic_attributes(
+                TopicArn=self._event_stream.topic_arn
+            )
+            if lifecycle.queue_url:
+                await clients.sqs.get_queue_attributes(
+                    QueueUrl=lifecycle.queue_url, AttributeNames=['QueueArn']
+                )
+            live = await lifecycle.live_instances(within=self.settings.reap_after)
+        except Exception as e:
+            error = f'{error_code(e) or type(e).__name__}: {error_message(e) or e}'
+            return [ComponentHealth(c, False, error) for c in COMPONENTS]
+        return [
+            ComponentHealth(
+                STORE,
+                True,
+                f'table {table}'
+                + ('' if tasks.complete else ' (tasks counted in part: out of time)'),
+                latency,
+                {'tasks': tasks.count},
             ),
-            (
-                'event_stream',
-                self.clients.sns.get_topic_attributes(
-                    TopicArn=self._event_stream.topic_arn
-                ),
+            ComponentHealth(
+                STREAM,
+                True,
+                f'topic {self.names.topic}, queue {lifecycle.queue_name}',
+                counts={'subscriptions': self._event_stream.subscriber_count()},
+            ),
+            ComponentHealth(PUSH_STORE, True, f'table {table}'),
+            ComponentHealth(
+                REPLICAS, self.instance_id in live, '', counts={'live': len(live)}
             ),
         ]
-        if self._lifecycle is not None and self._lifecycle.queue_url:
-            checks.append(
-                (
-                    'lifecycle',
-                    self.clients.sqs.get_queue_attributes(
-                        QueueUrl=self._lifecycle.queue_url,
-                        AttributeNames=['ApproximateNumberOfMessages'],
-                    ),
-                )
-            )
-        for component, call in checks:
-            started = time.perf_counter()
-            try:
-                await call
-            except Exception as e:
-                reports.append(
-                    ComponentHealth(component, False, error_code(e) or type(e).__name__)
-                )
-                continue
-            latency = (time.perf_counter() - started) * 1000
-            reports.append(ComponentHealth(component, True, '', latency))
-        return reports
 
 
 def create_backend(
@@ -224,10 +345,21 @@ def create_backend(
     plugin_settings: BaseSettings,
     *,
     owner_resolver: OwnerResolver,
+    session: aioboto3.Session | None = None,
 ) -> AWSBackend:
-    """Builds an `AWSBackend` (the ``aws`` plugin's factory)."""
+    """Builds an `AWSBackend` (the ``aws`` plugin's factory).
+
+    Args:
+        settings: The core settings.
+        plugin_settings: The `AWSSettings`.
+        owner_resolver: Scopes tasks and push configs to a caller.
+        session: The application's ``aioboto3.Session`` (its credentials,
+            profile and region); by default a new one on the standard chain.
+    """
     if not isinstance(plugin_settings, AWSSettings):
         raise TypeError(
             f'The aws backend needs AWSSettings, got {type(plugin_settings)!r}'
         )
-    return AWSBackend(settings, plugin_settings, owner_resolver=owner_resolver)
+    return AWSBackend(
+        settings, plugin_settings, owner_resolver=owner_resolver, session=session
+    )

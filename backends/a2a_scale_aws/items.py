@@ -1,6 +1,6 @@
 """The layout of the namespace's DynamoDB table.
 
-One table holds four kinds of items, all keyed by ``pk`` and ``sk``:
+One table holds five kinds of items, all keyed by ``pk`` and ``sk``:
 
 ============  ================  ==================  ===========================
 kind          pk                sk                  notes
@@ -9,12 +9,17 @@ task          ``t#<task id>``   ``task``            version, owner, state, GSIs
 event         ``t#<task id>``   ``e#<version>``     the ordered per-task log
 extra event   ``t#<task id>``   ``e#<version>#<n>`` published, never saved
 push config   ``t#<task id>``   ``p#<owner>#<id>``  owner-scoped
+running       ``t#<task id>``   ``running``         the replica running it
 replica       ``r#<instance>``  ``replica``         heartbeat, queue, subscription
 ============  ================  ==================  ===========================
 
 Two sparse global secondary indexes list an owner's tasks newest first:
 ``by-owner`` (``gsi1pk`` = owner) and ``by-context`` (``gsi2pk`` = owner and
 context id), both sorted by ``ListTasks`` order (``gsi1sk``/``gsi2sk``).
+A third, ``by-replica``, holds only the running records: its partition
+(``gsi3pk``) is one of `RUNNING_SHARDS` shards picked by the instance id,
+its sort key (``gsi3sk``) the instance, so a replica's records are one
+``Query`` away and every record a few.
 Owners, context ids and config ids are length-prefixed in every key (and
 hashed when long, see `key_part`), so no owner or id can forge another
 owner's partition or overflow a key. Task ids are limited to
@@ -32,12 +37,18 @@ TASK_SK = 'task'
 EVENT_PREFIX = 'e#'
 PUSH_PREFIX = 'p#'
 REPLICA_SK = 'replica'
+RUNNING_SK = 'running'
 TTL_ATTRIBUTE = 'exp'
 
 BY_OWNER = 'by-owner'
 BY_CONTEXT = 'by-context'
 GSI1_PK, GSI1_SK = 'gsi1pk', 'gsi1sk'
 GSI2_PK, GSI2_SK = 'gsi2pk', 'gsi2sk'
+BY_REPLICA = 'by-replica'
+GSI3_PK, GSI3_SK = 'gsi3pk', 'gsi3sk'
+# Spreads the running records over this many index partitions (each takes
+# about 1000 writes/s). Changing it strands the records of running replicas.
+RUNNING_SHARDS = 4
 
 # Caller-chosen strings longer than this are hashed inside keys.
 KEY_PART_LIMIT = 256
@@ -123,6 +134,17 @@ def push_sk(owner: str, config_id: str) -> str:
 def replica_pk(instance_id: str) -> str:
     """The partition of a replica's heartbeat item."""
     return f'r#{instance_id}'
+
+
+def running_shard(instance_id: str) -> str:
+    """The ``by-replica`` partition of a replica's running records."""
+    digest = hashlib.sha256(instance_id.encode('utf-8')).digest()
+    return f'run#{int.from_bytes(digest[:4], "big") % RUNNING_SHARDS}'
+
+
+def running_shards() -> list[str]:
+    """Every ``by-replica`` partition."""
+    return [f'run#{n}' for n in range(RUNNING_SHARDS)]
 
 
 def context_partition(owner: str, context_id: str) -> str:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from a2a_scale import QueueLifecycle
+from a2a_scale import QueueLifecycle, telemetry
 from a2a_scale_aws import items
 from a2a_scale_aws.clients import AWSClients
 from a2a_scale_aws.errors import AWSBackendError, error_code
@@ -29,6 +29,11 @@ _GONE = frozenset(
 # Doorbells are useless after a few minutes: keep queues small.
 _QUEUE_ATTRIBUTES = {'MessageRetentionPeriod': '300', 'VisibilityTimeout': '30'}
 _BATCH_GET = 100
+
+
+def heartbeat_value(now: float) -> str:
+    """A heartbeat time as stored: seconds, to the millisecond."""
+    return f'{now:.3f}'
 
 
 def _ignore_gone(error: Exception) -> None:
@@ -83,12 +88,12 @@ class SqsQueueLifecycle(QueueLifecycle):
         }
 
     async def _record(self, **extra: str) -> None:
-        now = int(self._clock())
+        now = self._clock()
         item: dict[str, Any] = {
             **self._replica_key(self._instance_id),
-            'hb': {'N': str(now)},
+            'hb': {'N': heartbeat_value(now)},
             'q': {'S': self.queue_name},
-            items.TTL_ATTRIBUTE: {'N': str(now + int(self._ttl))},
+            items.TTL_ATTRIBUTE: {'N': str(int(now + self._ttl))},
         }
         for name, value in extra.items():
             item[name] = {'S': value}
@@ -158,9 +163,28 @@ class SqsQueueLifecycle(QueueLifecycle):
             UpdateExpression='SET hb = :now, #exp = :exp',
             ExpressionAttributeNames={'#exp': items.TTL_ATTRIBUTE},
             ExpressionAttributeValues={
-                ':now': {'N': str(int(self._clock()))},
+                ':now': {'N': heartbeat_value(self._clock())},
                 ':exp': {'N': str(int(self._clock() + self._ttl))},
             },
+        )
+        if self.queue_url is not None and telemetry.metrics_on():
+            await self._observe_queue(self.queue_url)
+
+    async def _observe_queue(self, url: str) -> None:
+        """Sets the queue-depth gauge (one call per heartbeat, metrics on only)."""
+        try:
+            found = await self._clients.sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=['ApproximateNumberOfMessages']
+            )
+            depth = float(found['Attributes']['ApproximateNumberOfMessages'])
+        except Exception as e:
+            logger.debug('Reading the depth of queue %s failed (%s)', url, e)
+            return
+        telemetry.set_gauge(
+            'a2a_scale.backend.queue_depth',
+            depth,
+            backend='aws',
+            replica=self._instance_id,
         )
 
     async def teardown(self) -> None:
@@ -259,6 +283,17 @@ class SqsQueueLifecycle(QueueLifecycle):
                 request = response.get('UnprocessedKeys') or {}
         return found
 
+    async def live_instances(self, *, within: float) -> list[str]:
+        """The replicas of the namespace with a heartbeat in the last `within` s."""
+        queues = await self._namespace_queues()
+        beats = await self._heartbeats(list(queues))
+        now = self._clock()
+        return sorted(
+            instance_id
+            for instance_id, item in beats.items()
+            if now - float(item['hb']['N']) < within
+        )
+
     async def reap(self, *, older_than: float) -> list[str]:
         """Unsubscribes, then deletes, the queues of dead replicas."""
         queues = await self._namespace_queues()
@@ -270,7 +305,7 @@ class SqsQueueLifecycle(QueueLifecycle):
         reaped: list[str] = []
         for instance_id, url in sorted(queues.items()):
             item = beats.get(instance_id)
-            if item is not None and now - int(item['hb']['N']) < older_than:
+            if item is not None and now - float(item['hb']['N']) < older_than:
                 continue
             try:
                 attributes = await self._clients.sqs.get_queue_attributes(

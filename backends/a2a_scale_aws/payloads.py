@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from a2a_scale import CorruptDataError, PayloadTooLargeError
+from a2a_scale import CorruptDataError, InvalidTaskIdError, PayloadTooLargeError
 
 DYNAMODB_ITEM_LIMIT = 400 * 1024
 # Room kept for the keys and the other attributes of an item.
@@ -94,7 +94,14 @@ def check_item(task_id: str, item: dict[str, Any], *, what: str) -> None:
 
 
 def check_task_id(task_id: str) -> None:
-    """Raises `PayloadTooLargeError` if `task_id` is too long for a key."""
+    """Refuses a task id that cannot be a key.
+
+    Raises:
+        InvalidTaskIdError: If `task_id` is empty.
+        PayloadTooLargeError: If `task_id` is too long for a key.
+    """
+    if not task_id:
+        raise InvalidTaskIdError(task_id, 'a task id must not be empty')
     size = len(task_id.encode('utf-8'))
     if size > TASK_ID_LIMIT:
         raise PayloadTooLargeError(

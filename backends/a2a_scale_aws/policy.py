@@ -45,11 +45,13 @@ SQS_RUNTIME_ACTIONS = (
     'sqs:SetQueueAttributes',
     'sqs:TagQueue',
 )
-# Tags given at creation need the TagResource actions too.
+# Tags given at creation need the TagResource actions too; UpdateTable adds
+# the indexes a table made by an older version lacks.
 PROVISION_ACTIONS = (
     'dynamodb:CreateTable',
     'dynamodb:DescribeTimeToLive',
     'dynamodb:TagResource',
+    'dynamodb:UpdateTable',
     'dynamodb:UpdateTimeToLive',
     'sns:CreateTopic',
     'sns:TagResource',

@@ -35,6 +35,22 @@ class AWSSettings(BaseSettings):
             'Account of the topic; unset asks STS (GetCallerIdentity) at start.'
         ),
     )
+    connect_timeout: float = Field(
+        default=5.0, gt=0, description='Seconds to open a connection to AWS.'
+    )
+    read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            'Seconds to wait for a reply (an SQS receive adds its long-poll '
+            'wait); startup fails after connect + read timeout without one.'
+        ),
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description='Tries of each AWS call, the first included (with backoff).',
+    )
     create_resources: bool = Field(
         default=False,
         description=(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from a2a.server.cluster import (
     ConcurrentTaskModificationError,
@@ -24,7 +27,7 @@ from a2a_scale import PayloadTooLargeError, codec
 from a2a_scale.tasks import (
     TERMINAL_STATES,
     ListQuery,
-    cursor_for,
+    check_terminal_save,
     is_terminal,
     status_timestamp_ns,
     version_int,
@@ -36,6 +39,7 @@ from a2a_scale_aws.errors import (
     error_code,
     error_message,
 )
+from a2a_scale_aws.listing import delete_partition, list_page
 from a2a_scale_aws.payloads import (
     DYNAMODB_ITEM_LIMIT,
     TASK_ID_LIMIT,
@@ -51,9 +55,8 @@ logger = logging.getLogger(__name__)
 
 OnSaved = Callable[[str, int, bytes], Awaitable[None]]
 
-_CANCEL_ATTEMPTS = 8
+_CANCEL_BUDGET = 30.0
 _TERMINAL_VALUES = tuple(f':t{i}' for i in range(len(TERMINAL_STATES)))
-_BATCH_WRITE = 25
 _REJECTED = ('ValidationException', 'TransactionCanceledException')
 
 
@@ -158,14 +161,16 @@ class DynamoDBTaskStore(VersionedTaskStore):
                 previous = version_int(prev_version)
                 # Terminal is final: the version alone does not protect a
                 # CANCELED task from a replica that reloaded it and then
-                # saves a backlog of agent events over it.
+                # saves a backlog of agent events over it. A re-save in the
+                # same terminal state is accepted.
                 condition = (
-                    '#v = :prev AND #o = :owner AND NOT (#st IN '
-                    f'({", ".join(_TERMINAL_VALUES)}))'
+                    '#v = :prev AND #o = :owner AND (#st = :state OR NOT (#st IN '
+                    f'({", ".join(_TERMINAL_VALUES)})))'
                 )
                 values = {
                     ':prev': {'N': str(previous)},
                     ':owner': {'S': owner},
+                    ':state': {'N': str(int(task.status.state))},
                     **{
                         name: {'N': str(int(state))}
                         for name, state in zip(
@@ -176,7 +181,7 @@ class DynamoDBTaskStore(VersionedTaskStore):
                 version = previous + 1
             ok = await self._transact(write, version, condition, values)
             if not ok:
-                raise ConcurrentTaskModificationError(task.id)
+                await self._raise_refused(write, version - 1)
         if event is not None and self.on_saved is not None:
             try:
                 await self.on_saved(task.id, version, event_data)
@@ -190,10 +195,33 @@ class DynamoDBTaskStore(VersionedTaskStore):
                 )
         return TaskVersion(version)
 
+    async def _raise_refused(self, write: _Write, previous: int) -> NoReturn:
+        """Raises the error of a refused save: a terminal exit or a conflict."""
+        current = await self._get_item(write.task.id) if previous else None
+        if (
+            current is not None
+            and current['o']['S'] == write.owner
+            and int(current['v']['N']) == previous
+        ):
+            check_terminal_save(
+                write.task.id, int(current['st']['N']), write.task.status.state
+            )
+        raise ConcurrentTaskModificationError(write.task.id)
+
     async def _save_cancel(self, write: _Write) -> int:
-        """CANCELED overwrites any non-terminal task: CAS on what is stored."""
+        """CANCELED overwrites any non-terminal task: CAS on what is stored.
+
+        Under contention the transaction is retried, with a short jittered
+        backoff, for as long as the task stays non-terminal (the SDK's
+        cancel carries no version check), up to `_CANCEL_BUDGET` seconds.
+        """
         task, owner = write.task, write.owner
-        for _ in range(_CANCEL_ATTEMPTS):
+        deadline = time.monotonic() + _CANCEL_BUDGET
+        for attempt in itertools.count():
+            if attempt and time.monotonic() > deadline:
+                break
+            if attempt:
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))  # noqa: S311
             current = await self._get_item(task.id)
             if (
                 current is None
@@ -348,32 +376,7 @@ class DynamoDBTaskStore(VersionedTaskStore):
             if error_code(e) == 'ConditionalCheckFailedException':
                 return
             raise
-        await self._delete_partition(task_id)
-
-    async def _delete_partition(self, task_id: str) -> None:
-        """Deletes what is left in the task's partition (events, push configs)."""
-        keys: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            'TableName': self.table_name,
-            'KeyConditionExpression': 'pk = :pk',
-            'ExpressionAttributeValues': {':pk': {'S': items.task_pk(task_id)}},
-            'ProjectionExpression': 'pk, sk',
-        }
-        while True:
-            page = await self._db.query(**kwargs)
-            keys.extend(page.get('Items', []))
-            if 'LastEvaluatedKey' not in page:
-                break
-            kwargs['ExclusiveStartKey'] = page['LastEvaluatedKey']
-        for start in range(0, len(keys), _BATCH_WRITE):
-            requests = [
-                {'DeleteRequest': {'Key': key}}
-                for key in keys[start : start + _BATCH_WRITE]
-            ]
-            pending: dict[str, Any] = {self.table_name: requests}
-            while pending:
-                response = await self._db.batch_write_item(RequestItems=pending)
-                pending = response.get('UnprocessedItems') or {}
+        await delete_partition(self._db, self.table_name, task_id)
 
     # -- list ---------------------------------------------------------------
 
@@ -383,42 +386,15 @@ class DynamoDBTaskStore(VersionedTaskStore):
         """Lists the caller's tasks newest first, from a GSI (no scan)."""
         query = ListQuery.from_request(params)
         owner = self.owner_resolver(context)
-        if query.context_id:
-            index, pk_attr, sk_attr = items.BY_CONTEXT, items.GSI2_PK, items.GSI2_SK
-            partition = items.context_partition(owner, query.context_id)
-        else:
-            index, pk_attr, sk_attr = items.BY_OWNER, items.GSI1_PK, items.GSI1_SK
-            partition = items.owner_part(owner)
-        low = (
-            items.list_sort_key(True, query.timestamp_after_ns, '')
-            if query.timestamp_after_ns is not None
-            else None
-        )
-        high, inclusive = await self._page_start(query, context)
-        where = (index, pk_attr, sk_attr, partition)
-        base = self._query_args(where, query, low, None)
-        total = await self._count(base)
-        args = self._query_args(where, query, low, high)
-        page: list[Task] = []
-        while len(page) <= query.page_size:
-            response = await self._db.query(**args, Limit=query.page_size + 1)
-            for item in response.get('Items', []):
-                if not inclusive and high is not None and item[sk_attr]['S'] == high:
-                    continue
-                page.append(self._decode(item))
-            if 'LastEvaluatedKey' not in response:
-                break
-            args['ExclusiveStartKey'] = response['LastEvaluatedKey']
-        token = (
-            cursor_for(page[query.page_size - 1])
-            if len(page) > query.page_size
-            else None
-        )
-        return ListTasksResponse(
-            tasks=page[: query.page_size],
-            next_page_token=token or '',
-            total_size=total,
-            page_size=query.page_size,
+        start = await self._page_start(query, context)
+        return await list_page(
+            self._db,
+            self.table_name,
+            owner,
+            query,
+            start,
+            decode=self._decode,
+            now=int(self._clock()),
         )
 
     async def _page_start(
@@ -436,54 +412,3 @@ class DynamoDBTaskStore(VersionedTaskStore):
                 )
             return _list_key(stored.task), True
         return None, False
-
-    def _query_args(
-        self,
-        where: tuple[str, str, str, str],
-        query: ListQuery,
-        low: str | None,
-        high: str | None,
-    ) -> dict[str, Any]:
-        index, pk_attr, sk_attr, partition = where
-        names = {'#pk': pk_attr, '#exp': items.TTL_ATTRIBUTE}
-        if low is not None or high is not None:
-            names['#sk'] = sk_attr
-        values: dict[str, Any] = {
-            ':pk': {'S': partition},
-            ':now': {'N': str(int(self._clock()))},
-        }
-        key = '#pk = :pk'
-        if low is not None and high is not None:
-            key += ' AND #sk BETWEEN :low AND :high'
-        elif high is not None:
-            key += ' AND #sk <= :high'
-        elif low is not None:
-            key += ' AND #sk >= :low'
-        if low is not None:
-            values[':low'] = {'S': low}
-        if high is not None:
-            values[':high'] = {'S': high}
-        filters = ['(attribute_not_exists(#exp) OR #exp > :now)']
-        if query.state:
-            names['#st'] = 'st'
-            values[':st'] = {'N': str(int(query.state))}
-            filters.append('#st = :st')
-        return {
-            'TableName': self.table_name,
-            'IndexName': index,
-            'KeyConditionExpression': key,
-            'FilterExpression': ' AND '.join(filters),
-            'ExpressionAttributeNames': names,
-            'ExpressionAttributeValues': values,
-            'ScanIndexForward': False,
-        }
-
-    async def _count(self, args: dict[str, Any]) -> int:
-        args = {**args, 'Select': 'COUNT'}
-        total = 0
-        while True:
-            response = await self._db.query(**args)
-            total += int(response.get('Count', 0))
-            if 'LastEvaluatedKey' not in response:
-                return total
-            args['ExclusiveStartKey'] = response['LastEvaluatedKey']

@@ -23,15 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
-import hashlib
 import itertools
-import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from a2a.server.cluster import (
@@ -41,67 +37,20 @@ from a2a.server.cluster import (
     VersionedEvent,
 )
 
-from a2a_scale import codec
+from a2a_scale import EventGapError, codec, telemetry
 from a2a_scale.tasks import version_int
 from a2a_scale_aws import items
 from a2a_scale_aws.errors import error_code
+from a2a_scale_aws.feeds import Feed, doorbell, parse_doorbell
+from a2a_scale_aws.feeds import digest as event_digest
 from a2a_scale_aws.payloads import check_payload, check_task_id, pack, unpack
+from a2a_scale_aws.receiver import SqsDoorbellReceiver
 
 logger = logging.getLogger(__name__)
 
-_BATCH = 10
-_DELETE_DELAY_S = 2.0
 _RETRY_DELAY_S = 1.0
 _RECENT_SAVES = 4096
 _APPEND_ATTEMPTS = 8
-
-
-def doorbell(task_id: str, version: int) -> str:
-    """The body of a doorbell: the task and version only, never the event."""
-    return json.dumps({'t': task_id, 'v': version}, separators=(',', ':'))
-
-
-def parse_doorbell(body: str) -> tuple[str, int] | None:
-    """Reads a doorbell body; `None` if it is not one."""
-    try:
-        data = json.loads(body)
-        task_id, version = data['t'], data['v']
-    except (ValueError, TypeError, KeyError):
-        return None
-    if (
-        not isinstance(task_id, str)
-        or not isinstance(version, int)
-        or isinstance(version, bool)
-    ):
-        return None
-    return task_id, version
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-@dataclass
-class _Feed:
-    """The log of one task as read by this replica, shared by its subscribers.
-
-    ``keys``/``bodies`` hold every logged event whose sort key is in
-    ``(floor, head]``; cursors are event sort keys too.
-    """
-
-    task_id: str
-    floor: str | None = None
-    head: str = items.EVENT_PREFIX
-    keys: list[str] = field(default_factory=list)
-    bodies: list[tuple[bytes, bool]] = field(default_factory=list)
-    cursors: dict[int, str] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    fetching: asyncio.Task[None] | None = None
-    dirty: bool = False
-
-    def pulse(self) -> None:
-        old, self.changed = self.changed, asyncio.Event()
-        old.set()
 
 
 class SnsSqsEventStream(TaskEventStream):
@@ -142,24 +91,21 @@ class SnsSqsEventStream(TaskEventStream):
         """
         self._db = dynamodb
         self._sns = sns
-        self._sqs = sqs
         self.table_name = table_name
         self.topic_arn = topic_arn
         self._resync = resync_interval
-        self._wait = receive_wait_seconds
-        self._linger = receive_linger
         self._retention = retention_seconds
         self._threshold = compress_threshold
         self._clock = clock
         self._recent: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: dict[str, Feed] = {}
         self._ids = itertools.count(1)
-        self._queue_url: str | None = None
-        self._receiver: asyncio.Task[None] | None = None
-        self._deletes: list[str] = []
-        self._delete_flush: asyncio.Task[None] | None = None
-        self._stopped = False
-        self.queue_lost = False
+        self._doorbells = SqsDoorbellReceiver(
+            sqs,
+            self._on_batch,
+            wait_seconds=receive_wait_seconds,
+            linger=receive_linger,
+        )
 
     # -- publishing ---------------------------------------------------------
 
@@ -173,7 +119,7 @@ class SnsSqsEventStream(TaskEventStream):
         """
         version = version_int(event.version)
         data = codec.encode_event(event.event)
-        digest = _digest(data)
+        digest = event_digest(data)
         if self._recent.get((task_id, version)) == digest:
             return
         check_task_id(task_id)
@@ -244,7 +190,7 @@ class SnsSqsEventStream(TaskEventStream):
                 of the same event is then recognised without a call.
         """
         if data is not None:
-            self._remember(task_id, version, _digest(data))
+            self._remember(task_id, version, event_digest(data))
         feed = self._feeds.get(task_id)
         if feed is not None:
             self._kick(feed)
@@ -274,13 +220,21 @@ class SnsSqsEventStream(TaskEventStream):
         cursor = items.after_version(version_int(after))
         feed = self._feeds.get(task_id)
         if feed is None:
-            feed = self._feeds[task_id] = _Feed(task_id)
+            feed = self._feeds[task_id] = Feed(task_id)
         sid = next(self._ids)
         feed.cursors[sid] = cursor
+        generation = feed.generation
+        position = version_int(after)
         try:
             self._kick(feed)
             while True:
                 changed = feed.changed
+                if feed.generation != generation:
+                    raise EventGapError(
+                        task_id,
+                        position=position,
+                        reason='the task was deleted and its id reused',
+                    )
                 if feed.floor is not None and feed.floor <= cursor:
                     start = bisect.bisect_right(feed.keys, cursor)
                     batch = list(
@@ -289,10 +243,8 @@ class SnsSqsEventStream(TaskEventStream):
                     for sk, body in batch:
                         event = self._decode(task_id, sk, body)
                         cursor = feed.cursors[sid] = sk
-                        yield VersionedEvent(
-                            event=event,
-                            version=TaskVersion(items.version_of_event_sk(sk)),
-                        )
+                        position = items.version_of_event_sk(sk)
+                        yield VersionedEvent(event=event, version=TaskVersion(position))
                     if batch:
                         continue
                 # Not asyncio.wait_for: on Python 3.11 it swallows a cancel
@@ -354,7 +306,7 @@ class SnsSqsEventStream(TaskEventStream):
                 return found
             kwargs['ExclusiveStartKey'] = page['LastEvaluatedKey']
 
-    def _kick(self, feed: _Feed) -> None:
+    def _kick(self, feed: Feed) -> None:
         """Reads the log of `feed` now, or again after the read in flight."""
         if feed.fetching is not None and not feed.fetching.done():
             feed.dirty = True
@@ -363,39 +315,54 @@ class SnsSqsEventStream(TaskEventStream):
             self._fetch_loop(feed), name=f'a2a-scale-fetch-{feed.task_id[:40]}'
         )
 
-    async def _fetch_loop(self, feed: _Feed) -> None:
+    async def _fetch_loop(self, feed: Feed) -> None:
         while feed.cursors:
             feed.dirty = False
             try:
                 await self._fetch(feed)
             except Exception as e:
-                if self._stopped:
+                if self._doorbells.stopped:
                     return  # the clients are closing: nothing to retry on
                 logger.warning(
                     'Reading the event log of task %s failed (%s); retrying',
                     feed.task_id,
                     error_code(e) or type(e).__name__,
                 )
+                telemetry.count_retry('aws', 'stream')
                 await asyncio.sleep(_RETRY_DELAY_S)
                 feed.dirty = True
             if not feed.dirty:
                 return
 
-    async def _fetch(self, feed: _Feed) -> None:
+    async def _fetch(self, feed: Feed) -> None:
         lowest = min(feed.cursors.values())
         if feed.floor is None or lowest < feed.floor:
             feed.floor = feed.head = lowest
             feed.keys.clear()
             feed.bodies.clear()
-        logged = await self._query(
-            feed.task_id, items.successor(feed.head), items.EVENT_END
-        )
+        # Read from the newest item already held, inclusive: if it is gone,
+        # or a new task under the same id wrote another item at its key, the
+        # log was deleted under the feed (one item more per read, no extra
+        # call).
+        check = feed.last_item is not None and feed.last_item == feed.head
+        low = feed.head if check else items.successor(feed.head)
+        logged = await self._query(feed.task_id, low, items.EVENT_END)
+        if check:
+            if (
+                not logged
+                or logged[0][items.SK]['S'] != feed.head
+                or self._body(logged[0]) != feed.last_body
+            ):
+                self._reset(feed)
+                return
+            logged = logged[1:]
         for item in logged:
             sk = item[items.SK]['S']
             if sk > feed.head:
                 feed.keys.append(sk)
                 feed.bodies.append(self._body(item))
-                feed.head = sk
+                feed.head = feed.last_item = sk
+                feed.last_body = feed.bodies[-1]
         if feed.cursors:
             floor = min(*feed.cursors.values(), feed.head)
             if floor > feed.floor:
@@ -405,68 +372,53 @@ class SnsSqsEventStream(TaskEventStream):
                 feed.floor = floor
         feed.pulse()
 
+    @staticmethod
+    def _reset(feed: Feed) -> None:
+        """Forgets a deleted log: its subscribers get `EventGapError`."""
+        logger.info(
+            'The event log of task %s was deleted under its subscribers',
+            feed.task_id,
+        )
+        feed.generation += 1
+        feed.floor, feed.head, feed.last_item = None, items.EVENT_PREFIX, None
+        feed.last_body = None
+        feed.keys.clear()
+        feed.bodies.clear()
+        feed.dirty = True
+        feed.pulse()
+
     # -- the receive loop -----------------------------------------------------
+
+    def use_clients(self, dynamodb: Any, sns: Any, sqs: Any) -> None:
+        """Switches to newly opened clients (before `start`)."""
+        self._db, self._sns = dynamodb, sns
+        self._doorbells.sqs = sqs
 
     @property
     def queue_url(self) -> str | None:
         """The queue this replica reads, once started."""
-        return self._queue_url
+        return self._doorbells.queue_url
+
+    @property
+    def queue_lost(self) -> bool:
+        """Whether SQS said this replica's queue no longer exists."""
+        return self._doorbells.queue_lost
 
     def start(self, queue_url: str) -> None:
         """Starts the receive loop on this replica's queue."""
-        self._queue_url = queue_url
-        self._stopped = False
-        self.queue_lost = False
-        if self._receiver is None or self._receiver.done():
-            self._receiver = asyncio.create_task(
-                self._receive_loop(), name='a2a-scale-sqs-receive'
-            )
+        self._doorbells.start(queue_url)
 
     async def stop(self) -> None:
         """Stops the receive loop and deletes what it has received."""
-        self._stopped = True
-        receiver, self._receiver = self._receiver, None
-        if receiver is not None:
-            receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiver
-        flush, self._delete_flush = self._delete_flush, None
-        if flush is not None:
-            flush.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flush
-        await self._flush_deletes()
+        await self._doorbells.stop()
 
-    async def _receive_loop(self) -> None:
-        while True:
-            try:
-                response = await self._sqs.receive_message(
-                    QueueUrl=self._queue_url,
-                    MaxNumberOfMessages=_BATCH,
-                    WaitTimeSeconds=self._wait,
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                code = error_code(e)
-                if code in (
-                    'AWS.SimpleQueueService.NonExistentQueue',
-                    'QueueDoesNotExist',
-                ):
-                    self.queue_lost = True
-                logger.warning(
-                    'Receiving doorbells failed (%s); retrying',
-                    code or type(e).__name__,
-                )
-                await asyncio.sleep(_RETRY_DELAY_S)
-                continue
-            messages = response.get('Messages', [])
-            self.on_messages(messages)
-            if 0 < len(messages) < _BATCH and self._linger > 0:
-                await asyncio.sleep(self._linger)
+    def _on_batch(self, messages: list[dict[str, Any]]) -> None:
+        # Late-bound, so a test can wrap `on_messages` on the instance.
+        self.on_messages(messages)
 
     def on_messages(self, messages: list[dict[str, Any]]) -> None:
         """Handles received doorbells: wakes local feeds, queues deletes."""
+        handles = []
         for message in messages:
             parsed = parse_doorbell(message.get('Body', ''))
             if parsed is None:
@@ -476,29 +428,5 @@ class SnsSqsEventStream(TaskEventStream):
                 if feed is not None:
                     self._kick(feed)
             if 'ReceiptHandle' in message:
-                self._deletes.append(message['ReceiptHandle'])
-        if len(self._deletes) >= _BATCH:
-            asyncio.create_task(self._flush_deletes())  # noqa: RUF006
-        elif self._deletes and (
-            self._delete_flush is None or self._delete_flush.done()
-        ):
-            self._delete_flush = asyncio.create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(_DELETE_DELAY_S)
-        await self._flush_deletes()
-
-    async def _flush_deletes(self) -> None:
-        while self._deletes and self._queue_url is not None:
-            handles, self._deletes = self._deletes[:_BATCH], self._deletes[_BATCH:]
-            try:
-                await self._sqs.delete_message_batch(
-                    QueueUrl=self._queue_url,
-                    Entries=[
-                        {'Id': str(i), 'ReceiptHandle': h}
-                        for i, h in enumerate(handles)
-                    ],
-                )
-            except Exception as e:
-                logger.debug('Deleting doorbells failed (%s)', error_code(e) or e)
-                return
+                handles.append(message['ReceiptHandle'])
+        self._doorbells.delete(handles)

@@ -111,6 +111,61 @@ def serialize_dynamodb(app: WsgiApp) -> WsgiApp:
     return wrapped
 
 
+class FaultyClient:
+    """An aiobotocore client proxy whose calls fail as a fault plan says.
+
+    A ``'connection'`` fault raises botocore's `EndpointConnectionError`, a
+    ``'server'`` fault a `ClientError` with code ``InternalServerError``;
+    either before the call or after it ran (its reply lost). The plan is any
+    object with ``next_fault(name)`` (`a2a_scale.testing.FaultPlan`).
+    """
+
+    def __init__(self, client: Any, plan: Any, service: str) -> None:
+        self._client = client
+        self._plan = plan
+        self._service = service
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name.startswith('_') or not callable(attribute):
+            return attribute
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            fault = self._plan.next_fault(f'{self._service}.{name}')
+            if fault is None:
+                return await attribute(*args, **kwargs)
+            if not fault.before:
+                await attribute(*args, **kwargs)
+            from botocore.exceptions import (  # noqa: PLC0415
+                ClientError,
+                EndpointConnectionError,
+            )
+
+            if fault.kind == 'connection':
+                raise EndpointConnectionError(endpoint_url='http://injected-fault')
+            raise ClientError(
+                {'Error': {'Code': 'InternalServerError', 'Message': 'injected'}},
+                name,
+            )
+
+        return call
+
+
+def inject_faults(backend: Any, plan: Any) -> None:
+    """Makes a started `AWSBackend`'s DynamoDB and SQS calls fail per `plan`.
+
+    The DynamoDB calls of the store, the stream and the running-task records,
+    and the stream's SQS calls, go through a `FaultyClient`; other replicas
+    are untouched.
+    """
+    store, stream = backend.task_store, backend.event_stream
+    running = backend.running_tasks
+    store._db = FaultyClient(store._db, plan, 'dynamodb')
+    stream._db = FaultyClient(stream._db, plan, 'dynamodb')
+    running._db = FaultyClient(running._db, plan, 'dynamodb')
+    stream._doorbells.sqs = FaultyClient(stream._doorbells.sqs, plan, 'sqs')
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serves moto on 127.0.0.1 with serialized DynamoDB requests."""
     from moto.moto_server.werkzeug_app import (  # noqa: PLC0415

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from a2a_scale import Backend, ScaleSettings
-from a2a_scale.testing import BackendConformance
+from a2a_scale.testing import BackendConformance, FaultPlan
 from a2a_scale_aws.backend import AWSBackend
 from a2a_scale_aws.clients import open_clients
 from a2a_scale_aws.names import ResourceNames
 from a2a_scale_aws.settings import AWSSettings
+from a2a_scale_aws.testing import inject_faults
 
 pytestmark = pytest.mark.aws
 
@@ -18,6 +19,8 @@ class AWSFactory:
     """Builds AWS backends on the session's moto server."""
 
     timeout = 10.0
+    slow_consumer_events = 300  # moto serializes DynamoDB: about 10 ms a save
+    fault_events = 60
 
     @pytest.fixture(autouse=True)
     def _server(self, aws_env: dict[str, str]) -> None:
@@ -32,6 +35,15 @@ class AWSFactory:
                 receive_wait_seconds=1,
             ),
         )
+
+    def create_backend_retaining(self, namespace: str, events: int) -> Backend:
+        # The DynamoDB log is not capped (events expire by TTL): a slow
+        # subscriber can always catch up.
+        del events
+        return self.create_backend(namespace)
+
+    def inject_faults(self, backend: Backend, plan: FaultPlan) -> None:
+        inject_faults(backend, plan)
 
     async def destroy_namespace(self, namespace: str) -> None:
         names = ResourceNames(namespace)

@@ -198,6 +198,7 @@ def test_application_policy_with_provisioning() -> None:
         'dynamodb:CreateTable',
         'dynamodb:DescribeTimeToLive',
         'dynamodb:TagResource',
+        'dynamodb:UpdateTable',
         'dynamodb:UpdateTimeToLive',
         'sns:CreateTopic',
         'sns:TagResource',

@@ -18,7 +18,12 @@ from a2a.types.a2a_pb2 import (
 )
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from a2a_scale import CorruptDataError, PayloadTooLargeError
+from a2a_scale import (
+    CorruptDataError,
+    InvalidTaskIdError,
+    PayloadTooLargeError,
+    TerminalTaskError,
+)
 from a2a_scale.testing.helpers import user_context
 from a2a_scale_aws import items
 from a2a_scale_aws.names import ResourceNames
@@ -375,3 +380,68 @@ async def test_delete_removes_the_event_log_and_push_configs(
     )
     assert page['Items'] == []
     assert await push.get_info_for_dispatch('t1') == []
+
+
+@pytest.mark.asyncio
+async def test_terminal_resave_is_accepted_and_terminal_exit_refused(
+    store: DynamoDBTaskStore,
+) -> None:
+    await save(store, make_task('t1'), 0)
+    await save(store, make_task('t1', TaskState.TASK_STATE_COMPLETED), 1)
+    # The SDK re-saves a finished task (e.g. a final artifact) in its state.
+    assert await save(store, make_task('t1', TaskState.TASK_STATE_COMPLETED), 2) == 3
+    with pytest.raises(TerminalTaskError) as caught:
+        await save(store, make_task('t1', TaskState.TASK_STATE_WORKING), 3)
+    assert caught.value.state == 'TASK_STATE_COMPLETED'
+    assert caught.value.requested == 'TASK_STATE_WORKING'
+    with pytest.raises(ConcurrentTaskModificationError) as stale:
+        await save(store, make_task('t1', TaskState.TASK_STATE_COMPLETED), 2)
+    assert not isinstance(stale.value, TerminalTaskError)
+    stored = await store.get('t1', ctx())
+    assert stored is not None
+    assert stored.version == TaskVersion(3)
+
+
+@pytest.mark.asyncio
+async def test_empty_task_id_is_refused_and_listing_still_works(
+    store: DynamoDBTaskStore,
+) -> None:
+    with pytest.raises(InvalidTaskIdError):
+        await save(store, make_task(''), 0)
+    await save(store, make_task('t1'), 0)
+    listed = await store.list(ListTasksRequest(), ctx())
+    assert [t.id for t in listed.tasks] == ['t1']
+
+
+@pytest.mark.asyncio
+async def test_cancel_succeeds_while_writers_hammer_the_task(
+    store: DynamoDBTaskStore,
+) -> None:
+    for round_ in range(10):
+        task_id = f'hammered-{round_}'
+        await save(store, make_task(task_id), 0)
+        cancelled = asyncio.Event()
+
+        async def writer(
+            task_id: str = task_id, done: asyncio.Event = cancelled
+        ) -> None:
+            while not done.is_set():
+                stored = await store.get(task_id, ctx())
+                assert stored is not None
+                if stored.task.status.state == TaskState.TASK_STATE_CANCELED:
+                    return
+                try:
+                    await save(store, stored.task, int(stored.version._value))
+                except ConcurrentTaskModificationError:
+                    continue
+
+        writers = [asyncio.create_task(writer()) for _ in range(6)]
+        await asyncio.sleep(0.05)
+        try:
+            await save(store, make_task(task_id, TaskState.TASK_STATE_CANCELED), 1)
+        finally:
+            cancelled.set()
+            await asyncio.gather(*writers)
+        stored = await store.get(task_id, ctx())
+        assert stored is not None
+        assert stored.task.status.state == TaskState.TASK_STATE_CANCELED

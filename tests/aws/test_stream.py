@@ -61,8 +61,8 @@ async def test_reordered_and_duplicated_doorbells_keep_order_without_gaps(
     alice = user_context('alice')
     async with make_backend(namespace) as a, make_backend(namespace) as b:
         stream = b.event_stream
-        chaos = ChaosSQS(stream._sqs, seed=4)
-        stream._sqs = chaos
+        chaos = ChaosSQS(stream._doorbells.sqs, seed=4)
+        stream._doorbells.sqs = chaos
         writer = TaskWriter(a.task_store, alice, make_task())
         first = await writer.create()
         subscription = Subscription(stream, writer.task_id, timeout=TIMEOUT)

@@ -57,3 +57,42 @@ def test_doorbell_names_only_the_task_and_version() -> None:
     assert parse_doorbell(body) == ('task-"1"', 7)
     for junk in ('', 'null', '[]', '{"t": 1, "v": 2}', '{"t": "a", "v": "2"}'):
         assert parse_doorbell(junk) is None
+
+
+class SlowDeletes:
+    """An SQS client whose batch deletes wait until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.deleted: list[str] = []
+
+    async def delete_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+        await self.release.wait()
+        self.deleted += [entry['ReceiptHandle'] for entry in kwargs['Entries']]
+        return {'Successful': [], 'Failed': []}
+
+
+@pytest.mark.asyncio
+async def test_stop_waits_for_a_batch_delete_already_under_way() -> None:
+    """`stop()` returns only once every received doorbell is deleted.
+
+    A full batch is deleted in the background as soon as it is received; a
+    stop that did not wait for it left the batch in flight, to come back
+    after the visibility timeout.
+    """
+    sqs = SlowDeletes()
+    stream = SnsSqsEventStream(EmptyLog(), None, sqs, table_name='t')
+    stream._doorbells.queue_url = 'queue'
+    stream.on_messages(
+        [
+            {'Body': doorbell(f'task-{i}', 1), 'ReceiptHandle': f'h{i}'}
+            for i in range(10)
+        ]
+    )
+    await asyncio.sleep(0)  # the background delete starts and waits
+    stopping = asyncio.create_task(stream.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()
+    sqs.release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert sorted(sqs.deleted) == sorted(f'h{i}' for i in range(10))
