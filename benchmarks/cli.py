@@ -82,9 +82,10 @@ def choose_targets(
         postgres_missing = unavailable('sql-postgres')
         targets.remove('sql-postgres' if postgres_missing else 'sql-sqlite')
         if postgres_missing:
+            targets.remove('postgres')
             notes.append(
                 f'{postgres_missing}: the smoke run measures the SDK SQL '
-                'baseline on SQLite instead.'
+                'baseline on SQLite instead, and skips the postgres backend.'
             )
     for target in targets:
         reason = unavailable(target)
@@ -121,7 +122,13 @@ def _summary(outcome: Outcome) -> str:
             ' conn.'
         )
     if step.scenario == 'e2e':
-        return f'{num(metrics["requests_per_s"])} requests/s'
+        cpu = metrics.get('cpu_ms_per_request_max')
+        redis = metrics.get('redis_commands_per_request')
+        return (
+            f'{num(metrics["requests_per_s"])} requests/s'
+            + (f', CPU {num(cpu)} ms/request (worst replica)' if cpu else '')
+            + (f', {num(redis)} Redis commands/request' if redis else '')
+        )
     return (
         f'{num(metrics["dynamodb_transactions_per_event"])} transaction + '
         f'{num(metrics["sns_publish_per_event"])} publish per event, SQS '

@@ -119,17 +119,19 @@ async def execute(step: Step, size: Size) -> dict[str, Any]:
             # Memory replicas share state only inside one process.
             shared = step.target in ('memory', REFERENCE)
             return await run_e2e(spec, step.params['replicas'], size, shared)
-        async with build_target(spec) as target:
+        from benchmarks.scenarios.probe import redis_probe
+
+        async with build_target(spec) as target, redis_probe(spec) as probe:
             if step.scenario == 'store':
                 from benchmarks.scenarios.store import run_store
 
                 return await run_store(
-                    target, step.params['concurrency'], size.store_seconds
+                    target, step.params['concurrency'], size.store_seconds, probe
                 )
             from benchmarks.scenarios.streams import run_fanout, run_latency
 
             if step.scenario == 'latency':
-                return await run_latency(target, size)
+                return await run_latency(target, size, probe)
             return await run_fanout(
                 target, size, step.params['layout'], step.params['subscriptions']
             )

@@ -1,7 +1,8 @@
 """Named targets: provision per-run resources, open, clean up.
 
 Every run gets fresh state: a new Redis namespace (key prefix), a new
-PostgreSQL database, a new SQLite file. Cleanup removes them.
+PostgreSQL database (the SDK baseline) or schema (the postgres backend), a
+new SQLite file. Cleanup removes them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ POSTGRES_DSN = os.environ.get(
     'A2A_SCALE_BENCH_POSTGRES', 'postgresql://postgres@127.0.0.1:5432/test'
 )
 
-SCALE = ('memory', 'redis-streams', 'redis-pubsub')
+SCALE = ('memory', 'redis-streams', 'redis-pubsub', 'postgres')
 AWS = 'aws'
 BASELINES = ('sql-postgres', 'sql-sqlite')
 FLOOR = 'floor'
@@ -45,7 +46,7 @@ def unavailable(name: str) -> str | None:
     """Why target `name` cannot run here, or `None` if it can."""
     if name.startswith('redis') or name == FLOOR:
         return None if reachable(REDIS_URL) else f'no Redis at {REDIS_URL}'
-    if name == 'sql-postgres':
+    if name in ('sql-postgres', 'postgres'):
         if reachable(POSTGRES_DSN):
             return None
         parts = urlsplit(POSTGRES_DSN)
@@ -76,6 +77,18 @@ async def provision(name: str) -> TargetSpec:
                 'url': REDIS_URL,
                 'mode': name.removeprefix('redis-'),
                 'server_port': _redis_port(),
+            },
+        )
+    if name == 'postgres':
+        return TargetSpec(
+            name,
+            'scale',
+            {
+                'backend': 'postgres',
+                'namespace': f'b{run}',
+                'dsn': POSTGRES_DSN,
+                'create_schema': True,
+                'server_port': urlsplit(POSTGRES_DSN).port or 5432,
             },
         )
     if name == FLOOR:
@@ -123,6 +136,10 @@ async def cleanup(spec: TargetSpec) -> None:
                 await client.unlink(*batch)
         finally:
             await client.aclose()
+    elif spec.name == 'postgres':
+        from a2a_scale_postgres.testing import drop_schema
+
+        await drop_schema(POSTGRES_DSN, spec.params['namespace'])
     elif spec.name == 'sql-postgres':
         import asyncpg
 

@@ -1,4 +1,4 @@
-"""a2a-scale backends (memory, redis, aws) loaded by name, as users do."""
+"""a2a-scale backends (memory, redis, aws, postgres) loaded by name, as users do."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from benchmarks.workload import call_context
 
 if TYPE_CHECKING:
     from a2a.server.agent_execution import AgentExecutor
+    from a2a.server.cluster import TaskEventStream, VersionedTaskStore
     from a2a.server.events.event_queue import Event
     from a2a.server.request_handlers import RequestHandler
     from a2a.types.a2a_pb2 import AgentCard, Task
@@ -33,8 +34,12 @@ class ScaleTarget(Target):
         self.cross_process = self.backend_name != 'memory'
         self.server_port = params.pop('server_port', None)
         self.replays = params.get('mode') != 'pubsub'
+        # off / api / sdk: see benchmarks.telemetry (absent: as users get it).
+        self.telemetry: str | None = params.pop('telemetry', None)
         self._overrides: dict[str, Any] = params
         self._backend: Backend | None = None
+        self._store: VersionedTaskStore | None = None
+        self._stream: TaskEventStream | None = None
         self._external = False
         self._context = call_context()
 
@@ -56,6 +61,16 @@ class ScaleTarget(Target):
             raise RuntimeError(f'{self.name} is not started')
         return self._backend
 
+    @property
+    def task_store(self) -> VersionedTaskStore:
+        """The store the scenarios use (traced in a telemetry comparison)."""
+        return self._store or self.backend.task_store
+
+    @property
+    def event_stream(self) -> TaskEventStream:
+        """The stream the scenarios use (traced in a telemetry comparison)."""
+        return self._stream or self.backend.event_stream
+
     async def start(self) -> None:
         self._backend = load_backend(
             self.backend_name,
@@ -64,6 +79,10 @@ class ScaleTarget(Target):
             **self._overrides,
         )
         await self._backend.start()
+        if self.telemetry is not None:
+            from benchmarks.telemetry import instrumented
+
+            self._store, self._stream = instrumented(self._backend, self.telemetry)
 
     async def stop(self) -> None:
         if self._backend is not None and not self._external:
@@ -73,7 +92,7 @@ class ScaleTarget(Target):
     async def save(
         self, task: Task, event: Event, prev_version: TaskVersion
     ) -> TaskVersion:
-        version = await self.backend.task_store.save(
+        version = await self.task_store.save(
             task,
             event=event,
             prev=None,
@@ -81,16 +100,16 @@ class ScaleTarget(Target):
             context=self._context,
         )
         # The SDK publishes every saved event right after the save.
-        await self.backend.event_stream.publish(task.id, VersionedEvent(event, version))
+        await self.event_stream.publish(task.id, VersionedEvent(event, version))
         return version
 
     async def get(self, task_id: str) -> StoredTask | None:
-        return await self.backend.task_store.get(task_id, self._context)
+        return await self.task_store.get(task_id, self._context)
 
     def subscribe(
         self, task_id: str, *, after: TaskVersion
     ) -> AsyncIterator[VersionedEvent]:
-        return self.backend.event_stream.subscribe(task_id, after=after)
+        return self.event_stream.subscribe(task_id, after=after)
 
     def request_handler(
         self, executor: AgentExecutor, card: AgentCard

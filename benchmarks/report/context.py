@@ -41,7 +41,7 @@ def context(meta: dict[str, Any], rows: dict[Key, Row]) -> str:
         f'{machine["python"]}.',
         f'- Services on loopback: Redis {machine["redis_server"] or "absent"}, '
         f'PostgreSQL {machine["postgresql"] or "absent"}.',
-        f'- Packages: {packages}; commit {machine["commit"] or "unknown"}.',
+        f'- Packages: {packages}.',
         f'- Load average (1 min) at start {num(load["start"]["1m"])}, at end '
         f'{num(load["end"]["1m"])}; other work shared the machine.',
         f'- SQL baseline in the ratios: `{meta["baseline"]}`.',

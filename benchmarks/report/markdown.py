@@ -31,6 +31,8 @@ NAMES = {
     REFERENCE: 'SDK in-memory',
 }
 ORDER = (*SCALE, AWS, *BASELINES, FLOOR)
+CPU_METRIC = 'cpu_ms_per_request_max'
+"""The e2e CPU figure judged: the worst replica process's ms per request."""
 
 
 def name(target: str) -> str:
@@ -48,7 +50,7 @@ def _cases(rows: dict[Key, Row], scenario: str) -> list[str]:
 
 
 def headline(rows: dict[Key, Row], meta: dict[str, Any]) -> str:
-    """The DESIGN.md section 4 targets against this run's medians."""
+    """The project's performance targets against this run's medians."""
     return table(*headline_cells(rows, meta))
 
 
@@ -65,12 +67,22 @@ def headline_cells(
             continue
         floor_row = goal.value(rows, FLOOR)
         floor = floor_row.median(goal.metric) if floor_row else math.nan
+        base_row = goal.value(rows, meta.get('baseline', 'sql-postgres'))
+        base = base_row.median(goal.metric) if base_row else math.nan
+        reference = goal.reference(rows)
         cells = []
         for target in [*columns, AWS]:
             if goal.scenario == 'aws' and target != AWS:
                 cells.append(DASH)
                 continue
             if goal.scenario != 'aws' and target == AWS:
+                cells.append(DASH)
+                continue
+            if goal.only is not None and target in (FLOOR, *SCALE):
+                if not goal.judges(target):
+                    cells.append(DASH)
+                    continue
+            elif target in SCALE and not goal.judges(target):
                 cells.append(DASH)
                 continue
             row = goal.value(rows, target)
@@ -82,7 +94,11 @@ def headline_cells(
             notes = []
             if goal.floor_factor is not None:
                 notes.append(f'{times(ratio(value, floor))} floor')
-            notes.append(verdict(goal.verdict(value, floor)))
+            if goal.baseline_factor is not None:
+                notes.append(f'{times(ratio(value, base))} SQL')
+            if goal.reference_factor is not None:
+                notes.append(f'{times(ratio(value, reference))} in-memory')
+            notes.append(verdict(goal.verdict(value, floor, base, reference)))
             cells.append(f'{text}<br>{" ".join(notes)}')
         unit = f' ({goal.unit})' if goal.unit else ''
         lines.append([f'{goal.what}{unit}', goal.text, *cells])
@@ -193,7 +209,7 @@ def fanout_table(rows: dict[Key, Row]) -> str:
 
 
 def e2e_table(rows: dict[Key, Row]) -> str:
-    """Streaming requests/s through HTTP replicas against one SDK replica."""
+    """Streaming requests/s and CPU per request against one SDK replica."""
     reference = find(rows, 'e2e', REFERENCE, '1-replica')
     header = [
         'Target',
@@ -201,6 +217,10 @@ def e2e_table(rows: dict[Key, Row]) -> str:
         'requests/s',
         f'{TIMES} 1 SDK replica',
         'p50 / p99 ms',
+        'CPU ms/request, worst replica',
+        f'{TIMES} SDK replica',
+        'Redis CPU ms/request',
+        'Redis commands/request',
     ]
     lines = []
     for target in _present(rows, 'e2e'):
@@ -210,6 +230,7 @@ def e2e_table(rows: dict[Key, Row]) -> str:
                 continue
             good = row if row.runs else None
             value = good.median('requests_per_s') if good else math.nan
+            cpu = good.median(CPU_METRIC) if good else math.nan
             lines.append(
                 [
                     name(target),
@@ -223,9 +244,62 @@ def e2e_table(rows: dict[Key, Row]) -> str:
                     f'{num(good.median("p50_ms"))} / {num(good.median("p99_ms"))}'
                     if good
                     else DASH,
+                    cell(row, CPU_METRIC),
+                    times(
+                        ratio(cpu, reference.median(CPU_METRIC))
+                        if reference
+                        else math.nan
+                    ),
+                    cell(row, 'redis_cpu_ms_per_request'),
+                    cell(row, 'redis_commands_per_request'),
                 ]
             )
-    return table(header, lines)
+    text = table(header, lines)
+    if any(t.startswith('redis') for t in _present(rows, 'e2e')):
+        text += (
+            '\n\nCPU per request is process CPU time over the measured requests, '
+            'divided by the requests each replica process served. Redis figures '
+            'are `INFO cpu` and `INFO commandstats` deltas of the whole server: '
+            'other clients of a shared Redis count too.'
+        )
+    return text
+
+
+def redis_table(rows: dict[Key, Row]) -> str:
+    """Redis commands (and scripts) per operation, scenario by scenario."""
+    columns = (
+        ('store', 'redis_commands_per_op', 'redis_scripts_per_op', 'per save + get'),
+        (
+            'latency',
+            'redis_commands_per_event',
+            'redis_scripts_per_event',
+            'per delivered event',
+        ),
+        (
+            'e2e',
+            'redis_commands_per_request',
+            'redis_scripts_per_request',
+            'per streamed request',
+        ),
+    )
+    header = ['Scenario', 'Case', 'Target', 'commands', 'of which EVAL/EVALSHA']
+    lines = []
+    for scenario, commands, scripts, label in columns:
+        for case in _cases(rows, scenario):
+            for target in _present(rows, scenario):
+                row = rows.get((scenario, target, case))
+                if row is None or commands not in row.metrics:
+                    continue
+                lines.append(
+                    [
+                        f'{scenario} ({label})',
+                        case,
+                        name(target),
+                        cell(row, commands),
+                        cell(row, scripts),
+                    ]
+                )
+    return table(header, lines) if lines else ''
 
 
 def aws_table(rows: dict[Key, Row]) -> str:
@@ -272,7 +346,7 @@ def render(data: dict[str, Any], images: dict[str, str] | None = None) -> str:
     rows = aggregate(data['records'])
     meta = data['meta']
     baseline = meta['baseline']
-    parts = [context(meta, rows), '### Against the targets (DESIGN.md §4)']
+    parts = [context(meta, rows), '### Against the targets']
     parts.append(headline(rows, meta))
     sections: tuple[tuple[str, str, Callable[[], str]], ...] = (
         (
@@ -296,6 +370,13 @@ def render(data: dict[str, Any], images: dict[str, str] | None = None) -> str:
     for scenario, title, render_table in sections:
         if any(k[0] == scenario for k in rows):
             parts += [title, render_table()]
+    commands = redis_table(rows)
+    if commands:
+        parts += [
+            '### Redis commands per operation (`INFO commandstats` of the whole '
+            'server; commands run inside scripts count too)',
+            commands,
+        ]
     for title, path in (images or {}).items():
         parts.append(f'![{title}]({path})')
     failed = failures(rows)

@@ -5,6 +5,11 @@ for memory, which shares state only there) versus one replica with the SDK's
 in-memory store: the price of clustering. Each streamed request must show
 WORKING, the echoed artifact, then COMPLETED, in that order and once; a task
 streamed on one replica must read back COMPLETED from the other.
+
+Besides requests/s and latency it reports the CPU each replica process spent
+per streamed request it served (process CPU time over the measured requests)
+and, on Redis, the server's CPU and commands per request (see
+`benchmarks.scenarios.probe`: other clients of a shared Redis count too).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from a2a.helpers import new_text_message
@@ -29,27 +35,47 @@ from benchmarks.report.stats import summary
 from benchmarks.scenarios.channel import ProcessChannel, spawn
 from benchmarks.scenarios.checks import BenchmarkFailure
 from benchmarks.scenarios.http import connect
+from benchmarks.scenarios.probe import redis_probe
 from benchmarks.sizes import Size
 
 TIMEOUT = 30.0
 
 
+@dataclass
+class Replicas:
+    """The replica processes of one case and the URL of every replica."""
+
+    workers: list[ProcessChannel] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
+    """The index in `workers` of the process serving each URL."""
+
+    async def cpu_seconds(self) -> list[float]:
+        """CPU seconds each worker process has used so far."""
+        found = []
+        for worker in self.workers:
+            await worker.send({'cmd': 'cpu'})
+            found.append(float((await worker.expect('cpu', 30.0))['cpu']))
+        return found
+
+
 @contextlib.asynccontextmanager
 async def replicas(
     spec: TargetSpec, count: int, shared_process: bool
-) -> AsyncIterator[list[str]]:
-    """Starts `count` replicas; yields their URLs."""
-    workers: list[ProcessChannel] = []
-    urls: list[str] = []
+) -> AsyncIterator[Replicas]:
+    """Starts `count` replicas in one or `count` processes."""
+    started = Replicas()
     try:
         groups = [count] if shared_process else [1] * count
         for group in groups:
             worker = await spawn('serve', spec.to_json(), replicas=group)
-            workers.append(worker)
-            urls += (await worker.expect('urls', 60.0))['urls']
-        yield urls
+            started.workers.append(worker)
+            urls = (await worker.expect('urls', 60.0))['urls']
+            started.urls += urls
+            started.owner += [len(started.workers) - 1] * len(urls)
+        yield started
     finally:
-        for worker in workers:
+        for worker in started.workers:
             with contextlib.suppress(Exception):
                 await worker.send({'cmd': 'stop'})
             await worker.close()
@@ -90,47 +116,66 @@ async def run_e2e(
     latencies: list[float] = []
     problems: list[str] = []
     async with (
-        replicas(spec, count, shared_process) as urls,
+        replicas(spec, count, shared_process) as started,
+        redis_probe(spec) as probe,
         contextlib.AsyncExitStack() as stack,
     ):
+        urls = started.urls
         clients = [await stack.enter_async_context(connect(url)) for url in urls]
+        served = [0] * len(started.workers)
         todo = list(range(size.e2e_requests))
-        cross_checked: list[str] = []
+        streamed: list[tuple[str, int]] = []
 
         async def work(worker: int) -> None:
             while todo:
                 n = todo.pop()
-                client = clients[(n + worker) % len(clients)]
+                which = (n + worker) % len(clients)
                 text = f'request {n}'
-                started = time.perf_counter()
+                started_at = time.perf_counter()
                 async with asyncio.timeout(TIMEOUT):
                     responses = [
                         r
-                        async for r in client.send_message(
+                        async for r in clients[which].send_message(
                             SendMessageRequest(
                                 message=new_text_message(text, role=Role.ROLE_USER)
                             )
                         )
                     ]
-                latencies.append((time.perf_counter() - started) * 1000)
+                latencies.append((time.perf_counter() - started_at) * 1000)
+                served[started.owner[which]] += 1
                 task_id, found = _check(responses, text)
                 problems.extend(found)
-                if len(clients) > 1 and len(cross_checked) < 4 and task_id:
-                    other = clients[(n + worker + 1) % len(clients)]
-                    task = await other.get_task(GetTaskRequest(id=task_id))
-                    cross_checked.append(task_id)
-                    if task.status.state != TaskState.TASK_STATE_COMPLETED:
-                        problems.append('other replica does not see COMPLETED')
+                if task_id:
+                    streamed.append((task_id, which))
 
         # Untimed warm-up: one request per client.
-        saved = size.e2e_requests
         todo[:] = list(range(len(clients)))
         await asyncio.gather(*(work(0) for _ in clients))
         latencies.clear()
-        todo[:] = list(range(saved))
-        started = time.perf_counter()
+        served[:] = [0] * len(served)
+        todo[:] = list(range(size.e2e_requests))
+        cpu_before = await started.cpu_seconds()
+        redis_before = await probe.sample() if probe else None
+        started_at = time.perf_counter()
         await asyncio.gather(*(work(w) for w in range(size.e2e_concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started_at
+        redis_used = (
+            (await probe.sample()) - redis_before if probe and redis_before else None
+        )
+        cpu_used = [
+            after - before
+            for after, before in zip(
+                await started.cpu_seconds(), cpu_before, strict=True
+            )
+        ]
+        # Outside the measured interval: a task streamed on one replica reads
+        # back COMPLETED from another.
+        if len(clients) > 1:
+            for task_id, which in streamed[:4]:
+                other = clients[(which + 1) % len(clients)]
+                task = await other.get_task(GetTaskRequest(id=task_id))
+                if task.status.state != TaskState.TASK_STATE_COMPLETED:
+                    problems.append('other replica does not see COMPLETED')
     if problems:
         raise BenchmarkFailure(
             f'e2e/{spec.name}/{count}: {len(problems)} bad responses, e.g. '
@@ -144,6 +189,23 @@ async def run_e2e(
             **{
                 k: v for k, v in summary(latencies).items() if k in ('p50_ms', 'p99_ms')
             },
+            **cpu_metrics(cpu_used, served),
+            **(redis_used.per(size.e2e_requests, 'request') if redis_used else {}),
         },
         'checks': {'requests': size.e2e_requests, 'errors': len(problems)},
+        'processes': [
+            {'cpu_s': round(cpu, 4), 'requests': n}
+            for cpu, n in zip(cpu_used, served, strict=True)
+        ],
+    }
+
+
+def cpu_metrics(cpu_used: list[float], served: list[int]) -> dict[str, float]:
+    """CPU ms per request over every replica process, and of the worst one."""
+    per_process = [cpu * 1000 / n for cpu, n in zip(cpu_used, served, strict=True) if n]
+    if not per_process:
+        return {}
+    return {
+        'cpu_ms_per_request': sum(cpu_used) * 1000 / sum(served),
+        'cpu_ms_per_request_max': max(per_process),
     }

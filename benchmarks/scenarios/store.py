@@ -19,13 +19,23 @@ from a2a.server.cluster import ConcurrentTaskModificationError
 from benchmarks.adapters import Target
 from benchmarks.report.stats import summary
 from benchmarks.scenarios.checks import require_clean
+from benchmarks.scenarios.probe import RedisProbe
 from benchmarks.scenarios.writer import Writer
 
 WARM_OPS = 5
 
 
-async def run_store(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Runs `concurrency` coroutines for `seconds`; ops/s and op latency."""
+async def run_store(
+    target: Target,
+    concurrency: int,
+    seconds: float,
+    probe: RedisProbe | None = None,
+) -> dict[str, Any]:
+    """Runs `concurrency` coroutines for `seconds`; ops/s and op latency.
+
+    With a `probe`, also the Redis server's CPU and commands per op (save +
+    get) over the timed phase.
+    """
     run = uuid.uuid4().hex[:8]
     writer = Writer(target, concurrency=concurrency)
     task_ids = [f'store-{run}-{i}' for i in range(concurrency)]
@@ -63,11 +73,17 @@ async def run_store(target: Target, concurrency: int, seconds: float) -> dict[st
 
     # Untimed warm-up (connections, caches), then the timed phase.
     await asyncio.gather(*(loop(t, None) for t in task_ids))
+    before = await probe.sample() if probe else None
     started = time.perf_counter()
     results = await asyncio.gather(
         *(loop(t, started + seconds) for t in task_ids), return_exceptions=True
     )
     elapsed = time.perf_counter() - started
+    server = (
+        (await probe.sample() - before).per(counts['ops'], 'op')
+        if probe and before
+        else {}
+    )
     errors = [r for r in results if isinstance(r, BaseException)]
     counts['errors'] += len(errors)
     for task_id in task_ids:
@@ -86,6 +102,7 @@ async def run_store(target: Target, concurrency: int, seconds: float) -> dict[st
             **{
                 k: v for k, v in summary(latencies).items() if k in ('p50_ms', 'p99_ms')
             },
+            **server,
         },
         'checks': {
             'ops': counts['ops'],

@@ -19,6 +19,7 @@ from benchmarks.adapters import Target, TargetSpec
 from benchmarks.adapters.registry import POSTGRES_DSN, REDIS_URL
 from benchmarks.scenarios.channel import Channel, QueueChannel, spawn
 from benchmarks.scenarios.checks import require_clean
+from benchmarks.scenarios.probe import RedisProbe
 from benchmarks.scenarios.worker import WARM_TIMEOUT as WORKER_WARM_TIMEOUT
 from benchmarks.scenarios.worker import run_role
 from benchmarks.scenarios.writer import Writer
@@ -107,7 +108,10 @@ async def server_connections(target: Target, ports: list[int]) -> int | None:
     if target.server_port is None:
         return None
     wanted = set(ports)
-    if target.spec.kind in ('scale', 'floor'):
+    on_redis = target.spec.kind == 'floor' or (
+        target.spec.kind == 'scale' and target.spec.params.get('backend') != 'postgres'
+    )
+    if on_redis:
         from redis.asyncio import Redis
 
         client = Redis.from_url(REDIS_URL)
@@ -126,8 +130,14 @@ async def server_connections(target: Target, ports: list[int]) -> int | None:
     return sum(1 for r in rows if r['client_port'] in wanted)
 
 
-async def run_latency(target: Target, size: Size) -> dict[str, Any]:
-    """300 updates 5 ms apart from this process; delivery times in the reader."""
+async def run_latency(
+    target: Target, size: Size, probe: RedisProbe | None = None
+) -> dict[str, Any]:
+    """300 updates 5 ms apart from this process; delivery times in the reader.
+
+    With a `probe`, also the Redis server's CPU and commands per delivered
+    event (the save, the wake-up and the reader's read) over the updates.
+    """
     task_id = f'lat-{uuid.uuid4().hex[:10]}'
     writer = Writer(target)
     await writer.save(task_id, 'warm', 0)
@@ -142,6 +152,7 @@ async def run_latency(target: Target, size: Size) -> dict[str, Any]:
         keep_samples=True,
     ) as reader:
         await _warm_up(writer, reader.channel, [task_id], replays=target.replays)
+        before = await probe.sample() if probe else None
         start = time.perf_counter()
         for seq in range(1, count + 1):
             delay = start + seq * size.latency_interval - time.perf_counter()
@@ -150,13 +161,22 @@ async def run_latency(target: Target, size: Size) -> dict[str, Any]:
             await writer.save(task_id, 'load', seq)
         await reader.channel.send({'cmd': 'finish'})
         result = (await reader.channel.expect('result', 60.0))['result']
+        server = (
+            (await probe.sample() - before).per(result['delivered'], 'event')
+            if probe and before
+            else {}
+        )
     samples = [round(ms, 4) for ms in result.pop('samples_ms')]
     where = f'latency/{target.name}'
     require_clean(where, result)
     return {
         'case': 'cross-replica',
         'metrics': {
-            k: result[k] for k in ('p50_ms', 'p90_ms', 'p99_ms', 'max_ms', 'mean_ms')
+            **{
+                k: result[k]
+                for k in ('p50_ms', 'p90_ms', 'p99_ms', 'max_ms', 'mean_ms')
+            },
+            **server,
         },
         'checks': {
             k: result[k]

@@ -4,7 +4,8 @@
 subscription saw a warm-up event, measures idle CPU, RSS and its connections
 on request, then checks and times the measured events.
 
-``serve``: one or more HTTP replicas of the e2e agent on loopback.
+``serve``: one or more HTTP replicas of the e2e agent on loopback; reports its
+CPU seconds on request.
 
 Started by `benchmarks.scenarios.channel.spawn` as
 ``python -m benchmarks.scenarios.worker '<json>'``.
@@ -194,8 +195,14 @@ async def serve(target: Target, channel: Channel, *, replicas: int) -> None:
             urls.append(url)
         await channel.send({'urls': urls})
         with contextlib.suppress(EOFError):
-            while (await channel.recv()).get('cmd') != 'stop':
-                pass
+            while (command := (await channel.recv()).get('cmd')) != 'stop':
+                if command == 'cpu':
+                    await channel.send({'cpu': cpu_seconds()})
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system, every thread) this process has used so far."""
+    return time.process_time()
 
 
 ROLES: dict[str, Callable[..., Awaitable[None]]] = {'reader': reader, 'serve': serve}
