@@ -324,3 +324,38 @@ def test_env_var_name_and_describe():
     assert rows['A2A_SCALE_NAMESPACE'][1] == 'a2a'
     assert rows['A2A_SCALE_INSTANCE_ID'][1] == '(generated)'
     assert all(description for _, _, description in rows.values())
+
+
+class CredentialSettings(BaseSettings):
+    """Secret fields whose names hint at nothing secret."""
+
+    model_config = plugin_settings_config('A2A_SCALE_CREDENTIAL_')
+
+    dsn: SecretStr = Field(default=SecretStr('x://localhost:5432'), min_length=16)
+    auth: SecretStr | None = Field(default=None, max_length=8)
+
+
+@pytest.mark.parametrize(
+    ('variable', 'value'),
+    [
+        ('A2A_SCALE_CREDENTIAL_DSN', SECRET),
+        ('A2A_SCALE_CREDENTIAL_AUTH', f'{SECRET}-{SECRET}'),
+    ],
+)
+def test_invalid_secret_field_value_is_never_shown(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigurationError) as exc_info:
+        load_settings(CredentialSettings)
+
+    assert exc_info.value.variable == variable
+    assert value not in str(exc_info.value)
+    assert value not in repr(exc_info.value)
+
+
+def test_invalid_secret_field_keyword_is_never_shown():
+    with pytest.raises(ConfigurationError) as exc_info:
+        load_settings(CredentialSettings, dsn=SECRET)
+
+    assert "keyword argument 'dsn'" in str(exc_info.value)
+    assert SECRET not in str(exc_info.value)
