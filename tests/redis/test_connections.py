@@ -43,16 +43,23 @@ from a2a_scale.testing.helpers import (
 )
 from a2a_scale_redis.backend import RedisBackend
 from a2a_scale_redis.connection import BlockingSentinelConnectionPool
-from a2a_scale_redis.testing import RedisCluster3, redis_binaries
+from a2a_scale_redis.testing import RedisCluster3, free_port, redis_binaries
 from black_hole import BlackHole
 from service_support import need_service
 
 pytestmark = pytest.mark.redis
 
-TLS_PORT = 6610
-SENTINEL_MASTER_PORT = 6620
-SENTINEL_PORT = 6625
-BLACK_HOLE_PORT = 6601
+
+def _ports(count: int) -> tuple[int, ...]:
+    """`count` distinct free loopback ports (runs at once never clash)."""
+    found: set[int] = set()
+    while len(found) < count:
+        found.add(free_port())
+    return tuple(found)
+
+
+_PORTS = _ports(9)
+TLS_PORT, SENTINEL_MASTER_PORT, SENTINEL_PORT, BLACK_HOLE_PORT = _PORTS[:4]
 MASTER = 'a2a-scale-test'
 COMPLETED = TaskState.TASK_STATE_COMPLETED
 # Startup against a black hole must fail within connect + socket timeouts
@@ -433,8 +440,8 @@ async def test_sentinel_resolves_the_master(sentinel: str) -> None:
 
 
 FAILOVER_MASTER = 'a2a-scale-failover'
-FAILOVER_PORTS = (6630, 6631, 6635)  # master, replica, sentinel
-MOVING_MASTER_PORTS = (6640, 6641)
+FAILOVER_PORTS = _PORTS[4:7]  # master, replica, sentinel
+MOVING_MASTER_PORTS = _PORTS[7:9]
 
 
 @pytest.fixture
