@@ -21,6 +21,8 @@ can be chosen, each under its own names:
 from __future__ import annotations
 
 import inspect
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +32,13 @@ PIPELINE = 'pipeline'
 """The call name of a whole pipeline execution."""
 
 _SERVER_ERROR = 'BUSY injected server fault'
+
+_CONFIRMATIONS = {'subscribe', 'unsubscribe', 'ssubscribe', 'sunsubscribe'}
+"""Pub/Sub message types that are a command's replies, one per channel."""
+
+
+def _channel(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def _fault_error(kind: str) -> Exception:
@@ -64,9 +73,11 @@ def inject_faults(
       redis-py raises a pipeline's errors. A transaction fails as a whole.
     - Pub/Sub: a connection fault drops the connection (the command is sent
       first when ``fault.before`` is False; a message read is lost), so the
-      hub's reader gets `ConnectionError`; a server fault makes the reader's
-      next reply an error reply (`ResponseError`), in place of the message
-      read or of the command's reply. Covers the connection of the hub's
+      hub's reader gets `ConnectionError`; a server fault of a command makes
+      its reply one error reply (`ResponseError`), read in order with the
+      messages as Redis sends it (the command ran only when ``fault.before``
+      is False), and a fault of a read replaces the message read with an
+      error reply. Covers the connection of the hub's
       ``_factory`` (those it opens from now on, and the open one).
 
     Args:
@@ -210,6 +221,16 @@ def _wrap_hub(hub: Any, plan: Any) -> None:
             _FaultyPubSub(current, plan)
 
 
+@dataclass
+class _LostReplies:
+    """The replies of a command that ran, replaced by one error reply."""
+
+    error: Exception | None
+    """Raised in place of the first reply; `None` once raised."""
+    channels: set[bytes]
+    """The channels whose replies are still to be dropped."""
+
+
 class _FaultyPubSub:
     """Wraps one PubSub's ``execute_command`` and ``get_message``.
 
@@ -222,7 +243,10 @@ class _FaultyPubSub:
         self.pubsub = pubsub
         self.plan = plan
         self.dropped = False
-        self.error: Exception | None = None
+        self.pings: deque[Exception | None] = deque()
+        """For each ``PING`` sent, in order: the error its reply carries."""
+        self.refused: list[_LostReplies] = []
+        """Commands that ran but whose replies are lost."""
         self.send = pubsub.execute_command
         self.read = pubsub.get_message
         pubsub.execute_command = self.execute_command
@@ -233,33 +257,61 @@ class _FaultyPubSub:
         name = str(args[0]).upper() if args else ''
         fault = self.plan.next_fault(f'pubsub:{name}')
         if fault is None:
+            if name == 'PING':
+                self.pings.append(None)
             return await self.send(*args)
         if fault.kind == 'connection':
             if not fault.before:
                 await self.send(*args)
             await self._drop()
             raise _fault_error(fault.kind)
-        # Redis answers on the reader's side: an error reply comes instead
-        # of the command's (a PING in its place makes the reply arrive).
-        self.error = _fault_error(fault.kind)
-        await self.send(*(args if not fault.before else ('PING',)))
+        # Redis answers on the reader's side, in order: one error reply
+        # comes instead of the command's replies. Refused, the command is
+        # not run: a PING in its place carries the error (its reply is the
+        # one replaced). Run, its own replies are replaced.
+        error = _fault_error(fault.kind)
+        if fault.before or name == 'PING':
+            self.pings.append(error)
+            await self.send('PING')
+        else:
+            self.refused.append(_LostReplies(error, {_channel(a) for a in args[1:]}))
+            await self.send(*args)
         return None
 
     async def get_message(self, *args: Any, **kwargs: Any) -> Any:
         self._raise_if_dropped()
         message = await self.read(*args, **kwargs)
         self._raise_if_dropped()
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
         if message is None:
             return None
+        replaced = self._replaced(message)
+        if replaced is not None:
+            if isinstance(replaced, Exception):
+                raise replaced
+            return None  # another reply of a command whose error was raised
         fault = self.plan.next_fault(f'pubsub:read:{message.get("type")}')
         if fault is None:
             return message
         if fault.kind == 'connection':
             await self._drop()
         raise _fault_error(fault.kind)
+
+    def _replaced(self, message: dict[str, Any]) -> Exception | bool | None:
+        """What comes instead of `message`: an error, `True` (nothing), or `None`."""
+        kind = message.get('type')
+        if kind == 'pong':
+            return self.pings.popleft() if self.pings else None
+        if kind not in _CONFIRMATIONS:
+            return None
+        channel = _channel(message.get('channel'))
+        for lost in self.refused:
+            if channel in lost.channels:
+                lost.channels.discard(channel)
+                if not lost.channels:
+                    self.refused.remove(lost)
+                error, lost.error = lost.error, None
+                return error or True
+        return None
 
     def _raise_if_dropped(self) -> None:
         if self.dropped:
