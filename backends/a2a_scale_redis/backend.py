@@ -168,7 +168,10 @@ class RedisBackend(Backend):
             chores=[RedisIndexSweeper(self._task_store).sweep],
         )
         self._running_tasks = RedisRunningTasks(
-            self.client, namespace=namespace, instance_id=settings.instance_id
+            self.client,
+            namespace=namespace,
+            instance_id=settings.instance_id,
+            batcher=self._task_store.batcher,
         )
 
     @property

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from a2a_scale.errors import CorruptDataError
 from a2a_scale.recovery import RunningTask, RunningTasks
+from a2a_scale_redis.batching import CommandBatcher
 from a2a_scale_redis.keys import KeySpace, decode_id, encode_id
 
 if TYPE_CHECKING:
@@ -156,10 +157,21 @@ class RedisRunningTasks(RunningTasks):
         namespace: The namespace (the key prefix).
         instance_id: The id of this replica: the claimer of `claim_orphans`,
             whose own records it never claims.
+        batcher: Sends the adds and removals of the turns' records (the
+            ones on a request's path) together with other commands while
+            the replica is busy; by default each goes out alone.
     """
 
-    def __init__(self, client: AnyRedis, *, namespace: str, instance_id: str) -> None:
+    def __init__(
+        self,
+        client: AnyRedis,
+        *,
+        namespace: str,
+        instance_id: str,
+        batcher: CommandBatcher | None = None,
+    ) -> None:
         self._client = client
+        self._batcher = batcher or CommandBatcher(client, enabled=False)
         self.keys = KeySpace(namespace)
         self.instance_id = instance_id
         self._add = client.register_script(ADD)
@@ -172,22 +184,24 @@ class RedisRunningTasks(RunningTasks):
         k = self.keys
         holder = encode_id(record.instance_id)
         value = f'{holder}|{record.resumes}|{encode_id(record.owner)}'
-        await self._add(
-            keys=[
+        await self._batcher.script(
+            self._add,
+            [
                 k.running,
                 k.running_holders,
                 k.running_claims,
                 k.running_of(record.instance_id),
             ],
-            args=[encode_id(record.task_id), value, holder, k.running_prefix],
+            [encode_id(record.task_id), value, holder, k.running_prefix],
         )
 
     async def remove(self, task_id: str, instance_id: str) -> None:
         """Drops the task's record if `instance_id` still holds it."""
         k = self.keys
-        await self._remove(
-            keys=[k.running, k.running_holders, k.running_of(instance_id)],
-            args=[encode_id(task_id), encode_id(instance_id)],
+        await self._batcher.script(
+            self._remove,
+            [k.running, k.running_holders, k.running_of(instance_id)],
+            [encode_id(task_id), encode_id(instance_id)],
         )
 
     async def running(self, instance_id: str | None = None) -> list[RunningTask]:

@@ -32,6 +32,7 @@ from a2a_scale.tasks import (
     is_terminal,
     status_timestamp_ns,
 )
+from a2a_scale_redis.batching import CommandBatcher
 from a2a_scale_redis.errors import wrong_type_as_error
 from a2a_scale_redis.feed import FeedAppender
 from a2a_scale_redis.indexes import (
@@ -170,6 +171,8 @@ class RedisTaskStore(VersionedTaskStore):
         self._index_delete = client.register_script(INDEX_DELETE)
         self._index_list = client.register_script(INDEX_LIST)
         self._delete = client.register_script(DELETE)
+        self.batcher = CommandBatcher(client, enabled=not cluster)
+        """Sends saves and gets together while others are in flight."""
 
     @property
     def cluster(self) -> bool:
@@ -219,14 +222,15 @@ class RedisTaskStore(VersionedTaskStore):
         data = encode_event(event) if event is not None else b''
         inline = not self._cluster
         with wrong_type_as_error(keys.task), self._saving(task.id, data) as saved:
-            reply = await self._save(
-                keys=[
+            reply = await self.batcher.script(
+                self._save,
+                [
                     keys.task,
                     keys.events,
                     keys.push,
                     self.keys.feed if inline else keys.task,
                 ],
-                args=[
+                [
                     owner,
                     version_value(prev_version),
                     int(state == TaskState.TASK_STATE_CANCELED),
@@ -335,7 +339,7 @@ class RedisTaskStore(VersionedTaskStore):
         owner = self.owner_resolver(context)
         key = self.keys.task(task_id).task
         try:
-            reply: Any = await self._client.hmget(key, 'd', 'v', 'o')
+            reply: Any = await self.batcher.execute('HMGET', key, 'd', 'v', 'o')
         except ResponseError as e:
             if not _is_wrong_type(e):
                 raise
