@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from a2a_scale import ConfigurationError, telemetry
-from a2a_scale_redis.hub import _buffered, _Sent
+from a2a_scale_redis.channels import SentCommand, message_buffered
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -89,7 +89,7 @@ class Shard:
         self.unsubscribing: Counter[bytes] = Counter()
         self.pubsub: PubSub | None = None
         self.lock = asyncio.Lock()
-        self.sent: deque[_Sent] = deque()
+        self.sent: deque[SentCommand] = deque()
         self.connected = False
         self.task: asyncio.Task[None] | None = None
 
@@ -162,7 +162,7 @@ class Shard:
                 sent = self.sent.popleft() if self.sent else None
                 if sent is None or sent.name is None:
                     raise  # not a joiner's: the connection is made again
-                hub._refused(self, sent, e)
+                hub._refused_on(self, sent, e)
                 continue
             now = time.monotonic()
             if message is None:
@@ -180,7 +180,7 @@ class Shard:
                 handler = hub._handlers.get(channel)
                 if handler is not None:
                     handler(message['data'])
-                    if not _buffered(pubsub):
+                    if not message_buffered(pubsub):
                         # The readers it woke run before this loop waits
                         # for the next message; a burst is still read whole.
                         await asyncio.sleep(0)
@@ -218,7 +218,7 @@ class Shard:
             *names: The channels.
             joiner: For a joiner's ``SSUBSCRIBE`` of one channel, which try.
         """
-        sent = _Sent(max(1, len(names)), names[0] if joiner else None, joiner)
+        sent = SentCommand(max(1, len(names)), names[0] if joiner else None, joiner)
         self.sent.append(sent)
         try:
             await pubsub.execute_command(command, *names)

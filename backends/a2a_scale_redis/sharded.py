@@ -15,7 +15,7 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from a2a_scale_redis.hub import _TRIES
+from a2a_scale_redis.channels import CountedChannels
 from a2a_scale_redis.shard import (
     MIN_VERSION,
     NodeClientFactory,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.exceptions import ResponseError
 
-    from a2a_scale_redis.hub import Handler, _Sent
+    from a2a_scale_redis.channels import SentCommand
 
 __all__ = [
     'MIN_VERSION',
@@ -41,7 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class ShardedWakeupHub:
+class ShardedWakeupHub(CountedChannels):
     """Multiplexes a replica's wake-up channels over one connection per master.
 
     Channels are sharded channels (``SSUBSCRIBE``), each subscribed on the
@@ -77,15 +77,13 @@ class ShardedWakeupHub:
         backoff_base: float = 0.05,
         backoff_cap: float = 2.0,
     ) -> None:
+        super().__init__(
+            subscribe_timeout=subscribe_timeout, backoff=(backoff_base, backoff_cap)
+        )
         self._cluster = cluster
         self._factory = node_client_factory
         self._control = control_channel.encode()
         self._ping_interval = ping_interval
-        self._subscribe_timeout = subscribe_timeout
-        self._backoff = (backoff_base, backoff_cap)
-        self._handlers: dict[bytes, Handler] = {}
-        self._users: dict[bytes, int] = {}
-        self._confirm: dict[bytes, asyncio.Future[None]] = {}
         self._shards: dict[str, Shard] = {}
         self._owner: dict[bytes, Shard] = {}
         self._lost: set[bytes] = set()
@@ -93,8 +91,6 @@ class ShardedWakeupHub:
         self._relocator: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._topology = asyncio.Lock()
-        self._connected = asyncio.Event()
-        self._closed = False
         self.connections = 0
         """How many times a shard connection was made (first ones + reconnects)."""
         self.relocations = 0
@@ -102,16 +98,6 @@ class ShardedWakeupHub:
         (failover, slot migration, a reconnect that found another master)."""
         self.topology_reads = 0
         """How many times the hub re-read the Cluster's slot map."""
-
-    @property
-    def connected(self) -> bool:
-        """Whether every connection is up and has confirmed its subscriptions."""
-        return self._connected.is_set()
-
-    @property
-    def channel_count(self) -> int:
-        """How many channels the hub listens to."""
-        return len(self._handlers)
 
     @property
     def shard_count(self) -> int:
@@ -142,13 +128,6 @@ class ShardedWakeupHub:
             if name not in self._owner:
                 self._lose(name)
 
-    async def wait_connected(self, seconds: float) -> None:
-        """Opens the hub (again, after `close`) and waits until it is connected."""
-        self._closed = False
-        self.start()
-        async with asyncio.timeout(seconds):
-            await self._connected.wait()
-
     async def close(self) -> None:
         """Closes every connection; the hub stays closed."""
         self._closed = True
@@ -166,57 +145,12 @@ class ShardedWakeupHub:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for future in self._confirm.values():
-            future.cancel()
-        self._confirm.clear()
+        self._cancel_retries()
 
-    async def add(self, channel: str, handler: Handler) -> None:
-        """Listens to `channel`; returns once its master confirmed it.
+    async def _join(self, name: bytes) -> None:
+        await self._place(name)
 
-        Raises:
-            ConnectionError: If Redis did not confirm in time.
-            RuntimeError: If the hub was closed.
-        """
-        if self._closed:
-            raise RuntimeError(
-                f'The Redis wake-up hub is closed; cannot listen to {channel!r}'
-            )
-        name = channel.encode()
-        users = self._users.get(name, 0)
-        self._users[name] = users + 1
-        try:
-            if users == 0:
-                self.start()
-                self._handlers[name] = handler
-                self._confirm[name] = asyncio.get_running_loop().create_future()
-                await self._place(name)
-            future = self._confirm.get(name)
-            if future is not None and not future.done():
-                async with asyncio.timeout(self._subscribe_timeout):
-                    await asyncio.shield(future)
-        except TimeoutError:
-            await self.remove(channel)
-            raise ConnectionError(
-                f'Redis did not confirm the subscription to {channel!r} within '
-                f'{self._subscribe_timeout} s'
-            ) from None
-        except BaseException:
-            await self.remove(channel)
-            raise
-
-    async def remove(self, channel: str) -> None:
-        """Takes back one `add` of `channel`; the last one stops listening."""
-        name = channel.encode()
-        users = self._users.get(name, 0) - 1
-        if users > 0:
-            self._users[name] = users
-            return
-        self._users.pop(name, None)
-        if self._handlers.pop(name, None) is None:
-            return
-        future = self._confirm.pop(name, None)
-        if future is not None and not future.done():
-            future.cancel()
+    async def _leave(self, name: bytes) -> None:
         self._lost.discard(name)
         shard = self._owner.pop(name, None)
         if shard is None:
@@ -261,7 +195,9 @@ class ShardedWakeupHub:
                 with contextlib.suppress(Exception):
                     await shard.send(shard.pubsub, 'SSUBSCRIBE', name, joiner=tries)
 
-    def _refused(self, shard: Shard, sent: _Sent, error: ResponseError) -> None:
+    def _refused_on(
+        self, shard: Shard, sent: SentCommand, error: ResponseError
+    ) -> None:
         """A master refused a joiner's ``SSUBSCRIBE``: try again, or fail it.
 
         As in `RedisWakeupHub`: the connection and the other subscriptions
@@ -270,31 +206,11 @@ class ShardedWakeupHub:
         name = sent.name
         if name is None:
             return
-        for other in list(shard.channels):
-            handler = self._handlers.get(other)
-            if other != name and handler is not None:
-                handler(None)
-        future = self._confirm.get(name)
-        if future is None or future.done():
-            return
-        if sent.tries < _TRIES:
-            task = asyncio.create_task(self._retry(shard, name, sent.tries + 1))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-            return
-        logger.warning('Redis refused the subscription to %r: %s', name, error)
-        future.set_exception(
-            ConnectionError(
-                f'Redis refused the subscription to {name.decode()!r} '
-                f'{_TRIES} times: {error}'
-            )
-        )
 
-    async def _retry(self, shard: Shard, name: bytes, tries: int) -> None:
-        await asyncio.sleep(self._backoff[0] * 2 ** (tries - 1))
-        future = self._confirm.get(name)
-        if future is not None and not future.done():
+        async def resend(tries: int) -> None:
             await self._subscribe(shard, name, tries=tries)
+
+        self._refused(sent, error, shard.channels, resend)
 
     def _lose(self, name: bytes) -> None:
         """Hands `name` to the relocator, which finds its master again."""
