@@ -148,9 +148,10 @@ async def run_e2e(
                 if task_id:
                     streamed.append((task_id, which))
 
-        # Untimed warm-up: one request per client.
-        todo[:] = list(range(len(clients)))
-        await asyncio.gather(*(work(0) for _ in clients))
+        # Untimed warm-up at the timed concurrency, so that connection pools
+        # and caches are as warm as they will be: two requests per caller.
+        todo[:] = list(range(2 * size.e2e_concurrency))
+        await asyncio.gather(*(work(w) for w in range(size.e2e_concurrency)))
         latencies.clear()
         served[:] = [0] * len(served)
         todo[:] = list(range(size.e2e_requests))
