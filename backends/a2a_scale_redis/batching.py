@@ -6,7 +6,9 @@ of a busy replica's CPU. The batcher sends a command at once when nothing
 of its own is in flight, so a lone caller pays nothing extra; commands
 issued while one is in flight wait for it and then go out together, as one
 non-transactional pipeline (one write, one connection). The busier the
-replica, the larger the batches.
+replica, the larger the batches. A flight that takes long (a large payload,
+a stalled connection) holds the waiting commands back for at most
+`MAX_WAIT_SECONDS`; then they go out beside it.
 
 Each command keeps its own outcome: its reply, or its own error reply. A
 connection error fails every command of the batch after redis-py's retries,
@@ -34,6 +36,10 @@ _Waiting = tuple[tuple[Any, ...], 'asyncio.Future[Any]']
 MAX_BATCH = 256
 """The most commands one pipeline carries; more wait for the next one."""
 
+MAX_WAIT_SECONDS = 0.05
+"""How long a command waits for the flight before it at most: then it goes
+out in parallel (a slow flight never holds the others back longer)."""
+
 
 class CommandBatcher:
     """Sends commands at once when idle, and together while busy.
@@ -47,8 +53,9 @@ class CommandBatcher:
     def __init__(self, client: AnyRedis, *, enabled: bool = True) -> None:
         self._client = client
         self.enabled = enabled
-        self._busy = False
+        self._flights = 0
         self._waiting: list[_Waiting] = []
+        self._overdue: asyncio.TimerHandle | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self.batches = 0
         """How many pipelines went out (each carried two commands or more)."""
@@ -59,14 +66,21 @@ class CommandBatcher:
         """Runs one command; its reply, or its error raised."""
         if not self.enabled:
             return await self._client.execute_command(*args)
-        if not self._busy:
-            self._busy = True
+        if not self._flights:
+            self._flights += 1
             try:
                 return await self._client.execute_command(*args)
             finally:
+                self._flights -= 1
                 self._next()
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.append((args, future))
+        if self._overdue is None:
+            # A slow flight (a large payload, a stalled connection) holds
+            # the waiting commands back this long at most.
+            self._overdue = asyncio.get_running_loop().call_later(
+                MAX_WAIT_SECONDS, self._launch
+            )
         return await future
 
     async def script(
@@ -79,25 +93,30 @@ class CommandBatcher:
             # Redis restarted or flushed its scripts: load it (once).
             return await script(keys=keys, args=args)
 
-    async def aclose(self) -> None:
-        """Waits for the batches in flight."""
-        while self._runs:
-            await asyncio.wait(list(self._runs))
-
     def _next(self) -> None:
-        """Sends what waited, or marks the batcher idle."""
+        """Sends what waited once nothing is in flight."""
+        if self._waiting and not self._flights:
+            self._launch()
+
+    def _launch(self) -> None:
+        """Sends the waiting commands now (up to `MAX_BATCH` of them)."""
+        if self._overdue is not None:
+            self._overdue.cancel()
+            self._overdue = None
         if not self._waiting:
-            self._busy = False
             return
         batch = self._waiting[:MAX_BATCH]
         del self._waiting[:MAX_BATCH]
+        self._flights += 1
         run = asyncio.create_task(self._send(batch), name='a2a-scale-redis-batch')
         self._runs.add(run)
         run.add_done_callback(self._runs.discard)
+        if self._waiting:
+            self._overdue = asyncio.get_running_loop().call_later(
+                MAX_WAIT_SECONDS, self._launch
+            )
 
-    async def _send(
-        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]
-    ) -> None:
+    async def _send(self, batch: list[_Waiting]) -> None:
         try:
             if len(batch) == 1:
                 args, future = batch[0]
@@ -124,6 +143,7 @@ class CommandBatcher:
                 else:
                     future.set_result(reply)
         finally:
+            self._flights -= 1
             self._next()
 
     @staticmethod

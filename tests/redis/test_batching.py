@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -145,7 +146,24 @@ async def test_a_connection_error_fails_the_batch_and_the_next_one_works(
     broken = False
     again = await asyncio.gather(*(batcher.execute('PING') for _ in range(5)))
     assert again == [True] * 5
-    assert not batcher._busy
+    assert not batcher._flights
+
+
+async def test_a_slow_flight_holds_the_others_back_only_briefly(
+    client: Redis,
+) -> None:
+    batcher = CommandBatcher(client)
+    empty = f'batch:{uuid.uuid4().hex}'
+    slow = asyncio.create_task(batcher.execute('BLPOP', empty, 1))
+    await asyncio.sleep(0.01)  # the slow command is in flight
+    started = time.perf_counter()
+    assert (
+        await asyncio.gather(*(batcher.execute('PING') for _ in range(3))) == [True] * 3
+    )
+    waited = time.perf_counter() - started
+    assert waited < 0.5, f'waited {waited:.3f} s behind a 1 s command'
+    assert not slow.done()
+    assert await slow is None
 
 
 async def test_a_cancelled_caller_leaves_the_others_their_replies(
