@@ -311,6 +311,7 @@ class RedisBackend(Backend):
 
     async def _close(self) -> None:
         await self.hub.close()
+        await self._task_store.batcher.close()
         if self._owns_client:
             await close_client(self.client)
 

@@ -10,6 +10,13 @@ replica, the larger the batches. A flight that takes long (a large payload,
 a stalled connection) holds the waiting commands back for at most
 `MAX_WAIT_SECONDS`; then they go out beside it.
 
+A command sent at once goes over the batcher's own connection, taken from
+the client's pool on first use and kept: no pool checkout per command. If
+that connection fails (dropped, timed out), the command is sent again
+through the client, with its pool and retries. A client whose
+``execute_command`` was replaced or wrapped (instrumentation, fault
+injection) gets every command through it instead.
+
 Each command keeps its own outcome: its reply, or its own error reply. A
 connection error fails every command of the batch after redis-py's retries,
 as it fails a lone command; the commands batched here are the store's save
@@ -21,11 +28,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from redis.asyncio.connection import AbstractConnection
     from redis.commands.core import AsyncScript
 
     from a2a_scale_redis.connection import AnyRedis
@@ -57,6 +68,8 @@ class CommandBatcher:
         self._waiting: list[_Waiting] = []
         self._overdue: asyncio.TimerHandle | None = None
         self._runs: set[asyncio.Task[None]] = set()
+        self._own: AbstractConnection | None = None
+        self._own_closed = False
         self.batches = 0
         """How many pipelines went out (each carried two commands or more)."""
         self.batched = 0
@@ -69,7 +82,7 @@ class CommandBatcher:
         if not self._flights:
             self._flights += 1
             try:
-                return await self._client.execute_command(*args)
+                return await self._direct(args)
             finally:
                 self._flights -= 1
                 self._next()
@@ -92,6 +105,46 @@ class CommandBatcher:
         except NoScriptError:
             # Redis restarted or flushed its scripts: load it (once).
             return await script(keys=keys, args=args)
+
+    async def close(self) -> None:
+        """Gives the batcher's own connection back to the client's pool."""
+        self._own_closed = True
+        own, self._own = self._own, None
+        if own is not None and isinstance(self._client, Redis):
+            if self._flights:
+                # A command may still be waiting for its reply on it.
+                await own.disconnect()
+            await self._client.connection_pool.release(own)
+
+    async def _direct(self, args: tuple[Any, ...]) -> Any:
+        """Runs a command on the batcher's own connection, if it can.
+
+        Only one direct command is in flight at a time (the caller holds the
+        batcher's only idle slot), so the connection needs no lock.
+        """
+        client = self._client
+        if not isinstance(client, Redis) or not self._can_own(client, args[0]):
+            return await client.execute_command(*args)
+        own = self._own
+        if own is None:
+            own = self._own = await client.connection_pool.get_connection()
+        try:
+            await own.send_command(*args)
+            return await own.read_response()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            # Dropped or timed out (redis-py disconnected it): sent again
+            # through the client, whose retries and pool apply.
+            pass
+        return await self._client.execute_command(*args)
+
+    def _can_own(self, client: Redis, name: Any) -> bool:
+        """Whether a command named `name` may skip the client's own path."""
+        return (
+            not self._own_closed
+            and 'execute_command' not in vars(client)
+            and type(client).execute_command is _EXECUTE_COMMAND
+            and str(name).upper() not in client.response_callbacks
+        )
 
     def _next(self) -> None:
         """Sends what waited once nothing is in flight."""
@@ -158,6 +211,10 @@ class CommandBatcher:
         else:
             if not future.done():
                 future.set_result(reply)
+
+
+_EXECUTE_COMMAND = Redis.execute_command
+"""redis-py's own, unwrapped: a wrapped one gets every command through it."""
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:

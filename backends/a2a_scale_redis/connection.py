@@ -131,8 +131,12 @@ class CheapWriteTimeout:
         if isinstance(command, bytes):
             command = [command]
         try:
-            async with asyncio.timeout(self.socket_timeout):
-                writer.writelines(command)
+            writer.writelines(command)
+            if writer.transport.get_write_buffer_size():
+                # Not all written yet: waiting for room is what may hang.
+                async with asyncio.timeout(self.socket_timeout):
+                    await writer.drain()
+            else:
                 await writer.drain()
         except TimeoutError:  # before OSError: it is one
             await self.disconnect(nowait=True)  # type: ignore[attr-defined]

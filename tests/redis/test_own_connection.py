@@ -1,0 +1,151 @@
+"""`CommandBatcher`'s own connection: no pool checkout per lone command."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from a2a_scale import load_backend
+from a2a_scale.testing import TaskWriter, make_task, user_context
+from a2a_scale_redis.backend import RedisBackend
+from a2a_scale_redis.batching import CommandBatcher
+
+pytestmark = [pytest.mark.redis, pytest.mark.asyncio]
+
+
+class Checkouts:
+    """Counts the connections a client's pool hands out."""
+
+    def __init__(self, client: Redis) -> None:
+        self.count = 0
+        pool = client.connection_pool
+        get = pool.get_connection
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return await get(*args, **kwargs)
+
+        pool.get_connection = counted  # type: ignore[method-assign]
+
+
+@pytest_asyncio.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def _own_id(batcher: CommandBatcher) -> int:
+    return int(await batcher.execute('CLIENT', 'ID'))
+
+
+async def test_lone_commands_share_one_connection_without_a_checkout_each(
+    client: Redis,
+) -> None:
+    checkouts = Checkouts(client)
+    batcher = CommandBatcher(client)
+    key = f'own:{uuid.uuid4().hex}'
+    for i in range(50):
+        assert await batcher.execute('INCR', key) == i + 1
+    assert checkouts.count == 1
+    ids = {await _own_id(batcher) for _ in range(5)}
+    assert len(ids) == 1
+    await client.delete(key)
+    await batcher.close()
+
+
+async def test_a_killed_own_connection_costs_no_command(client: Redis) -> None:
+    batcher = CommandBatcher(client)
+    key = f'own:{uuid.uuid4().hex}'
+    assert await batcher.execute('INCR', key) == 1
+    for _ in range(3):
+        await client.client_kill_filter(_id=await _own_id(batcher))
+        # The kill is noticed by the next command, which is sent again.
+        assert await batcher.execute('GET', key) == b'1'
+    assert await batcher.execute('INCR', key) == 2
+    await client.delete(key)
+    await batcher.close()
+
+
+async def test_a_cancelled_command_leaves_no_reply_for_the_next(client: Redis) -> None:
+    batcher = CommandBatcher(client)
+    key = f'own:{uuid.uuid4().hex}'
+    blocked = asyncio.ensure_future(batcher.execute('BLPOP', key, 2))
+    await asyncio.sleep(0.2)
+    blocked.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await blocked
+    # Its reply (when it comes) must not be taken for the next command's.
+    await client.rpush(key, 'x')
+    assert await batcher.execute('ECHO', 'next') == b'next'
+    assert await client.lpop(key) == b'x'
+    await batcher.close()
+
+
+async def test_an_error_reply_keeps_the_own_connection(client: Redis) -> None:
+    key = f'own:{uuid.uuid4().hex}'
+    await client.set(key, 'text')
+    checkouts = Checkouts(client)
+    batcher = CommandBatcher(client)
+    with pytest.raises(Exception, match='not an integer'):
+        await batcher.execute('INCR', key)
+    assert await batcher.execute('GET', key) == b'text'
+    assert checkouts.count == 1
+    await client.delete(key)
+    await batcher.close()
+
+
+async def test_a_wrapped_execute_command_sees_every_command(client: Redis) -> None:
+    seen: list[str] = []
+    execute = client.execute_command
+
+    async def wrapped(*args: Any, **options: Any) -> Any:
+        seen.append(str(args[0]))
+        return await execute(*args, **options)
+
+    batcher = CommandBatcher(client)
+    await batcher.execute('PING')  # the own connection is taken
+    client.execute_command = wrapped  # type: ignore[method-assign]
+    await batcher.execute('ECHO', 'a')
+    await batcher.execute('ECHO', 'b')
+    assert seen == ['ECHO', 'ECHO']
+    await batcher.close()
+
+
+async def test_close_gives_the_connection_back(client: Redis) -> None:
+    batcher = CommandBatcher(client)
+    await batcher.execute('PING')
+    own = await _own_id(batcher)
+    await batcher.close()
+    # The pool hands it out again; the batcher now goes through the client.
+    assert int(await client.execute_command('CLIENT', 'ID')) == own
+    assert await batcher.execute('ECHO', 'after') == b'after'
+
+
+async def test_a_store_checks_out_no_connection_per_save_and_get(
+    redis_url: str,
+) -> None:
+    namespace = f'own-{uuid.uuid4().hex[:8]}'
+    backend = load_backend('redis', namespace=namespace, url=redis_url)
+    assert isinstance(backend, RedisBackend)
+    await backend.start()
+    try:
+        store = backend.task_store
+        ctx = user_context('alice')
+        writer = TaskWriter(store, ctx, make_task('own-1'))
+        await writer.create()  # loads the save script (NOSCRIPT) once
+        checkouts = Checkouts(backend.client)  # type: ignore[arg-type]
+        for i in range(20):
+            await writer.add_artifact(f'part {i}')
+            stored = await store.get(writer.task_id, ctx)
+            assert stored is not None
+            assert stored.version == writer.version
+        assert checkouts.count == 0
+    finally:
+        await backend.stop()
