@@ -10,10 +10,11 @@ replica, the larger the batches. A flight that takes long (a large payload,
 a stalled connection) holds the waiting commands back for at most
 `MAX_WAIT_SECONDS`; then they go out beside it.
 
-A command sent at once goes over the batcher's own connection, taken from
-the client's pool on first use and kept: no pool checkout per command. If
-that connection fails (dropped, timed out), the command is sent again
-through the client, with its pool and retries. A client whose
+A command sent at once, or a batch, goes over the batcher's own
+connection when it is free, taken from the client's pool on first use and
+kept: no pool checkout per command. If that connection fails (dropped,
+timed out), the commands are sent again through the client, with its pool
+and retries. A client whose
 ``execute_command`` was replaced or wrapped (instrumentation, fault
 injection) gets every command through it instead.
 
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class CommandBatcher:
         self._runs: set[asyncio.Task[None]] = set()
         self._own: AbstractConnection | None = None
         self._own_closed = False
+        self._own_busy = False
         self.batches = 0
         """How many pipelines went out (each carried two commands or more)."""
         self.batched = 0
@@ -111,31 +113,39 @@ class CommandBatcher:
         self._own_closed = True
         own, self._own = self._own, None
         if own is not None and isinstance(self._client, Redis):
-            if self._flights:
+            if self._own_busy:
                 # A command may still be waiting for its reply on it.
                 await own.disconnect()
             await self._client.connection_pool.release(own)
 
     async def _direct(self, args: tuple[Any, ...]) -> Any:
-        """Runs a command on the batcher's own connection, if it can.
-
-        Only one direct command is in flight at a time (the caller holds the
-        batcher's only idle slot), so the connection needs no lock.
-        """
+        """Runs a command on the batcher's own connection, if it is free."""
         client = self._client
-        if not isinstance(client, Redis) or not self._can_own(client, args[0]):
-            return await client.execute_command(*args)
-        own = self._own
-        if own is None:
-            own = self._own = await client.connection_pool.get_connection()
-        try:
-            await own.send_command(*args)
-            return await own.read_response()
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            # Dropped or timed out (redis-py disconnected it): sent again
-            # through the client, whose retries and pool apply.
-            pass
-        return await self._client.execute_command(*args)
+        own = None
+        if (
+            isinstance(client, Redis)
+            and not self._own_busy
+            and self._can_own(client, args[0])
+        ):
+            own = await self._take(client)
+        if own is not None:
+            self._own_busy = True
+            try:
+                await own.send_command(*args)
+                return await own.read_response()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                # Dropped or timed out (redis-py disconnected it): sent
+                # again through the client, whose retries and pool apply.
+                pass
+            finally:
+                self._own_busy = False
+        return await client.execute_command(*args)
+
+    async def _take(self, client: Redis) -> AbstractConnection:
+        """The batcher's own connection, taken from the pool on first use."""
+        if self._own is None:
+            self._own = await client.connection_pool.get_connection()
+        return self._own
 
     def _can_own(self, client: Redis, name: Any) -> bool:
         """Whether a command named `name` may skip the client's own path."""
@@ -173,15 +183,12 @@ class CommandBatcher:
         try:
             if len(batch) == 1:
                 args, future = batch[0]
-                await self._settle(future, self._client.execute_command(*args))
+                await self._settle(future, self._direct(args))
                 return
-            pipe = self._client.pipeline(transaction=False)
-            for args, _ in batch:
-                pipe.execute_command(*args)
             self.batches += 1
             self.batched += len(batch)
             try:
-                replies = await pipe.execute(raise_on_error=False)
+                replies = await self._pipeline([args for args, _ in batch])
             except BaseException as e:
                 for _, future in batch:
                     _fail(future, e)
@@ -198,6 +205,41 @@ class CommandBatcher:
         finally:
             self._flights -= 1
             self._next()
+
+    async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Sends `commands` in one write; each one's reply or error reply.
+
+        On the batcher's own connection when it is free, else (or if that
+        connection fails) as a non-transactional pipeline of the client.
+        """
+        client = self._client
+        own = None
+        if (
+            isinstance(client, Redis)
+            and not self._own_busy
+            and 'pipeline' not in vars(client)
+            and all(self._can_own(client, args[0]) for args in commands)
+        ):
+            own = await self._take(client)
+        if own is not None:
+            self._own_busy = True
+            try:
+                await own.send_packed_command(own.pack_commands(commands))
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await own.read_response())
+                    except ResponseError as e:
+                        replies.append(e)
+                return replies
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                pass  # sent again below, with the client's retries
+            finally:
+                self._own_busy = False
+        pipe = client.pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        return list(await pipe.execute(raise_on_error=False))
 
     @staticmethod
     async def _settle(future: asyncio.Future[Any], call: Any) -> None:

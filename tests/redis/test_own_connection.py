@@ -149,3 +149,37 @@ async def test_a_store_checks_out_no_connection_per_save_and_get(
         assert checkouts.count == 0
     finally:
         await backend.stop()
+
+
+async def test_a_batch_goes_out_on_the_own_connection_with_each_reply(
+    client: Redis,
+) -> None:
+    key, text = f'own:{uuid.uuid4().hex}', f'own:{uuid.uuid4().hex}'
+    await client.set(text, 'text')
+    checkouts = Checkouts(client)
+    batcher = CommandBatcher(client)
+    await batcher.execute('ECHO', 'first')
+    calls = [batcher.execute('INCR', key) for _ in range(20)]
+    calls.insert(10, batcher.execute('INCR', text))
+    replies = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(replies.pop(10), Exception)
+    assert sorted(replies) == list(range(1, 21))  # type: ignore[type-var]
+    assert batcher.batches >= 1
+    assert checkouts.count == 1
+    await client.delete(key, text)
+    await batcher.close()
+
+
+async def test_a_batch_on_a_killed_own_connection_is_sent_again(
+    client: Redis,
+) -> None:
+    batcher = CommandBatcher(client)
+    key = f'own:{uuid.uuid4().hex}'
+    for round_ in range(3):
+        await client.client_kill_filter(_id=await _own_id(batcher))
+        replies = await asyncio.gather(
+            *(batcher.execute('INCR', key) for _ in range(10))
+        )
+        assert sorted(replies) == list(range(round_ * 10 + 1, round_ * 10 + 11))
+    await client.delete(key)
+    await batcher.close()
