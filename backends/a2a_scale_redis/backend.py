@@ -36,13 +36,14 @@ from a2a_scale_redis.ops import RedisClusterView
 from a2a_scale_redis.push import RedisPushNotificationConfigStore
 from a2a_scale_redis.retention import RedisIndexSweeper
 from a2a_scale_redis.running import RedisRunningTasks
+from a2a_scale_redis.saves import LoggedEvents
 from a2a_scale_redis.settings import RedisSettings
 from a2a_scale_redis.sharded import (
     ShardedWakeupHub,
     check_sharded_pubsub,
     node_client,
 )
-from a2a_scale_redis.store import LoggedEvents, RedisTaskStore
+from a2a_scale_redis.store import RedisTaskStore
 from a2a_scale_redis.stream import RedisEventStream
 
 if TYPE_CHECKING:

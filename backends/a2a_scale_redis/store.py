@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from a2a.server.cluster import (
     ConcurrentTaskModificationError,
@@ -34,11 +32,9 @@ from a2a_scale.tasks import (
 )
 from a2a_scale_redis.batching import CommandBatcher
 from a2a_scale_redis.errors import wrong_type_as_error
-from a2a_scale_redis.feed import FeedAppender
 from a2a_scale_redis.indexes import (
     INDEX_DELETE,
     INDEX_LIST,
-    INDEX_PUT,
     PRUNE_PENDING,
     cursor_of,
 )
@@ -49,6 +45,7 @@ from a2a_scale_redis.keys import (
     member_task_id,
     timestamp_floor,
 )
+from a2a_scale_redis.saves import ClusterFollowUp, LoggedEvents, SaveHook
 from a2a_scale_redis.scripts import DELETE, save_script
 
 if TYPE_CHECKING:
@@ -70,38 +67,6 @@ def version_value(version: TaskVersion) -> int:
     if not isinstance(value, int):
         raise TypeError(f'RedisTaskStore uses integer versions, got {value!r}')
     return value
-
-
-class LoggedEvents:
-    """The (task, version) pairs whose event this replica's saves logged.
-
-    `RedisEventStream.publish` consults it to skip events that the save
-    script already appended to the task's stream.
-    """
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._capacity = capacity
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-
-    def add(self, task_id: str, version: int) -> None:
-        """Records that the event of `version` is in the log."""
-        self._seen[(task_id, version)] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-
-    def pop(self, task_id: str, version: int) -> bool:
-        """Whether the event was logged; forgets it."""
-        return self._seen.pop((task_id, version), False) is None
-
-
-class SaveHook(Protocol):
-    """Told of this replica's saves of an event, and of what each logged."""
-
-    def saving(self, task_id: str) -> Any:
-        """A save of `task_id` starts; returns a token (`None`: not told)."""
-
-    def saved(self, token: Any, logged: tuple[bytes, int, bytes] | None) -> None:
-        """The save ended: its entry id, version and event, or `None`."""
 
 
 def _is_wrong_type(error: ResponseError) -> bool:
@@ -138,18 +103,11 @@ class RedisTaskStore(VersionedTaskStore):
         inline_event_bytes: int = 0,
     ) -> None:
         self._client = client
-        self._feed = FeedAppender(
-            client,
-            KeySpace(namespace).feed,
-            maxlen=feed_maxlen,
-            retention_ms=retention_seconds * 1000,
-        )
         self.keys = KeySpace(namespace, sharded=cluster)
         self.owner_resolver = owner_resolver
         self._cluster = cluster
         self._retention_ms = retention_seconds * 1000
         self._active_ttl_ms = active_ttl_seconds * 1000
-        self._feed_maxlen = feed_maxlen
         self.logged = logged or LoggedEvents()
         self.save_hook: SaveHook | None = None
         """Told of each save of an event (the event stream's own writes)."""
@@ -167,7 +125,12 @@ class RedisTaskStore(VersionedTaskStore):
         # Write ids: unique per save call, cheaper than a uuid each.
         self._write_prefix = uuid.uuid4().hex[:16]
         self._write_count = itertools.count()
-        self._index_put = client.register_script(INDEX_PUT)
+        self._cluster_follow_up = ClusterFollowUp(
+            client,
+            self.keys,
+            feed_maxlen=feed_maxlen,
+            retention_ms=self._retention_ms,
+        )
         self._index_delete = client.register_script(INDEX_DELETE)
         self._index_list = client.register_script(INDEX_LIST)
         self._delete = client.register_script(DELETE)
@@ -253,7 +216,7 @@ class RedisTaskStore(VersionedTaskStore):
         if status not in (_SAVED, _REPLAYED):
             raise ConcurrentTaskModificationError(task.id)
         if self._cluster:
-            await self._after_save_on_cluster(
+            await self._cluster_follow_up.run(
                 prefix,
                 tid,
                 version,
@@ -283,56 +246,6 @@ class RedisTaskStore(VersionedTaskStore):
                 if reply and int(reply[0]) == _SAVED and reply[2]:
                     logged = (reply[2], int(reply[1]), event)
                 hook.saved(token, logged)
-
-    async def _after_save_on_cluster(  # noqa: PLR0917
-        self,
-        prefix: str,
-        tid: str,
-        version: int,
-        entry: tuple[int, str, str],
-        deadline: int | None,
-        owner: str,
-        event: bytes,
-    ) -> None:
-        """Updates the index, the sweep registry and the feed (other slots).
-
-        The calls go out together: the index script and one pipeline.
-        """
-        calls = []
-        if deadline is not None:
-            state, ctx, member = entry
-            calls.append(
-                self._index_put(
-                    keys=[f'{prefix}:all'],
-                    args=[prefix, tid, version, state, ctx, member, deadline, ''],
-                )
-            )
-        pipe = self._client.pipeline(transaction=False)
-        if deadline:
-            pipe.zadd(self.keys.sweep, {prefix: deadline}, lt=True)
-        feed_in_pipe = bool(event and self._feed_maxlen and not self._feed.pending)
-        if feed_in_pipe:
-            pipe.xadd(
-                self.keys.feed,
-                {'t': tid, 'v': version, 'o': owner, 'e': event},
-                maxlen=self._feed_maxlen,
-                approximate=True,
-            )
-            pipe.pexpire(self.keys.feed, self._retention_ms)
-        if len(pipe):
-            calls.append(pipe.execute())
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if event and self._feed_maxlen and (failed or not feed_in_pipe):
-            # At least once: retried (after any backlog), a repeat is harmless.
-            await self._feed.append({'t': tid, 'v': version, 'o': owner, 'e': event})
-        if failed:
-            # The task is saved; its next save rewrites its index entry.
-            logger.warning(
-                'Saved task %s but could not update its index or the feed: %r',
-                tid[:64],
-                failed[0],
-            )
 
     async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
         """Returns the caller's task `task_id` with its version, or `None`."""

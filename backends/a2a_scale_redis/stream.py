@@ -18,8 +18,9 @@ from a2a_scale.errors import CorruptDataError
 from a2a_scale_redis.errors import wrong_type_as_error
 from a2a_scale_redis.keys import KeySpace
 from a2a_scale_redis.log import CORRUPT, PAGE, EventLogReader, backoff
+from a2a_scale_redis.saves import LoggedEvents
 from a2a_scale_redis.scripts import PUBLISH
-from a2a_scale_redis.store import LoggedEvents, version_value
+from a2a_scale_redis.store import version_value
 from a2a_scale_redis.window import (
     MAX_SEQ,
     Cursor,

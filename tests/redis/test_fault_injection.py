@@ -254,7 +254,7 @@ def drop_feed_retry(backend: RedisBackend) -> None:
     async def append(fields: dict[Any, Any]) -> None:
         del fields
 
-    store._feed.append = append
+    store._cluster_follow_up._feed.append = append
 
 
 async def feed_versions(url: str, namespace: str) -> list[int]:
