@@ -18,7 +18,6 @@ from a2a.types.a2a_pb2 import (
     SendMessageRequest,
     Task,
     TaskState,
-    TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import TaskNotFoundError, UnsupportedOperationError
 
@@ -37,7 +36,7 @@ from a2a_scale.handler.pushes import (
 from a2a_scale.handler.recovery import TaskRecovery
 from a2a_scale.handler.registry import ClusterTaskRegistry
 from a2a_scale.handler.running import RecoveryConfig
-from a2a_scale.handler.turns import ends_turn
+from a2a_scale.handler.turns import tail_shared, tap_running
 from a2a_scale.settings import ScaleSettings
 from a2a_scale.tasks import INTERRUPTED_STATES, TERMINAL_STATES
 
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
     from a2a.server.agent_execution import AgentExecutor
-    from a2a.server.cluster import StoredTask, TaskEventStream, TaskVersion
+    from a2a.server.cluster import StoredTask, TaskEventStream
     from a2a.server.context import ServerCallContext
     from a2a.server.events import Event
     from a2a.types.a2a_pb2 import (
@@ -326,7 +325,7 @@ class ClusterRequestHandler(DefaultRequestHandler):
         local = await self._registry.get(task_id)
         if local is not None and stored.task.status.state not in INTERRUPTED_STATES:
             tap_done = False
-            async with aclosing(self._tap_running(local)) as tap:
+            async with aclosing(tap_running(local)) as tap:
                 async for event in tap:
                     tap_done = True
                     yield event
@@ -336,7 +335,7 @@ class ClusterRequestHandler(DefaultRequestHandler):
             stored = await self._stored_live_task(task_id, context)
 
         async with aclosing(
-            self._tail_shared(task_id, stored.task, stored.version, stream)
+            tail_shared(task_id, stored.task, stored.version, stream)
         ) as shared:
             async for event in shared:
                 yield event
@@ -354,49 +353,6 @@ class ClusterRequestHandler(DefaultRequestHandler):
                 message=f'Task {task_id} is in terminal state: {TaskState.Name(state)}'
             )
         return stored
-
-    @staticmethod
-    async def _tail_shared(
-        task_id: str, snapshot: Task, version: TaskVersion, stream: TaskEventStream
-    ) -> AsyncGenerator[Event, None]:
-        """Serves the snapshot, then the shared stream until the turn ends.
-
-        The SDK's remote path, except that it does not stop at the history
-        save that starts a follow-up turn (see `ends_turn`).
-        """
-        yield snapshot
-        status = snapshot.status
-        async with aclosing(stream.subscribe(task_id, after=version)) as events:
-            async for versioned in events:
-                if not versioned.version.is_after(version):
-                    continue
-                event = versioned.event
-                yield event
-                if ends_turn(event, status):
-                    return
-                if isinstance(event, Task | TaskStatusUpdateEvent):
-                    status = event.status
-
-    @staticmethod
-    async def _tap_running(local: ActiveTask) -> AsyncGenerator[Event, None]:
-        """Taps a task running here until its turn ends.
-
-        Yields nothing when the local task is parked (its snapshot is
-        interrupted, possibly stale) or already finished.
-        """
-        async with aclosing(local.subscribe(include_initial_task=True)) as events:
-            try:
-                first = await anext(events, None)
-            except UnsupportedOperationError:
-                # Finished between the registry lookup and the tap.
-                return
-            if first is None or ends_turn(first):
-                return
-            yield first
-            async for event in events:
-                yield event
-                if ends_turn(event):
-                    return
 
     # -- pushes the SDK skips -----------------------------------------------------
 
