@@ -30,6 +30,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -153,6 +154,7 @@ class CommandBatcher:
             not self._own_closed
             and 'execute_command' not in vars(client)
             and type(client).execute_command is _EXECUTE_COMMAND
+            and not hasattr(_EXECUTE_COMMAND, '__wrapped__')
             and str(name).upper() not in client.response_callbacks
         )
 
@@ -218,6 +220,8 @@ class CommandBatcher:
             isinstance(client, Redis)
             and not self._own_busy
             and 'pipeline' not in vars(client)
+            and Pipeline.execute is _PIPELINE_EXECUTE
+            and not hasattr(_PIPELINE_EXECUTE, '__wrapped__')
             and all(self._can_own(client, args[0]) for args in commands)
         ):
             own = await self._take(client)
@@ -256,7 +260,11 @@ class CommandBatcher:
 
 
 _EXECUTE_COMMAND = Redis.execute_command
-"""redis-py's own, unwrapped: a wrapped one gets every command through it."""
+"""redis-py's own: if it was wrapped (here or, marked ``__wrapped__``, before
+this module was imported), every command goes through the wrapper."""
+
+_PIPELINE_EXECUTE = Pipeline.execute
+"""redis-py's own: if it was wrapped, every batch goes through a pipeline."""
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:

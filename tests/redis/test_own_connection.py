@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from a2a_scale import load_backend
 from a2a_scale.testing import TaskWriter, make_task, user_context
@@ -182,4 +184,32 @@ async def test_a_batch_on_a_killed_own_connection_is_sent_again(
         )
         assert sorted(replies) == list(range(round_ * 10 + 1, round_ * 10 + 11))
     await client.delete(key)
+    await batcher.close()
+
+
+async def test_class_level_wrappers_see_every_command(
+    client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    execute, execute_pipeline = Redis.execute_command, Pipeline.execute
+
+    @functools.wraps(execute)
+    async def wrapped(self: Redis, *args: Any, **options: Any) -> Any:
+        seen.append(str(args[0]))
+        return await execute(self, *args, **options)
+
+    @functools.wraps(execute_pipeline)
+    async def wrapped_pipeline(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        seen.append(f'pipeline of {len(self.command_stack)}')
+        return await execute_pipeline(self, *args, **kwargs)
+
+    batcher = CommandBatcher(client)
+    await batcher.execute('ECHO', 'first')
+    # As an instrumentation library patches redis-py (after a2a-scale loaded).
+    monkeypatch.setattr(Redis, 'execute_command', wrapped)
+    monkeypatch.setattr(Pipeline, 'execute', wrapped_pipeline)
+    await batcher.execute('ECHO', 'a')
+    replies = await asyncio.gather(*(batcher.execute('ECHO', str(i)) for i in range(5)))
+    assert replies == [str(i).encode() for i in range(5)]
+    assert seen == ['ECHO', 'ECHO', 'pipeline of 4']
     await batcher.close()
