@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 
 from a2a_scale import Backend, BackendUnavailableError, ComponentHealth
+from a2a_scale.tasks import LoggedEvents
 from a2a_scale_postgres.connection import PoolHandle, connect, create_pool
 from a2a_scale_postgres.hub import PostgresListener
 from a2a_scale_postgres.lifecycle import PostgresQueueLifecycle
@@ -26,7 +27,7 @@ from a2a_scale_postgres.schema import (
     quote_schema,
 )
 from a2a_scale_postgres.settings import PostgresSettings
-from a2a_scale_postgres.store import LoggedEvents, PostgresTaskStore
+from a2a_scale_postgres.store import PostgresTaskStore
 from a2a_scale_postgres.stream import PostgresEventStream
 
 if TYPE_CHECKING:

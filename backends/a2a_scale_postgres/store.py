@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from a2a.server.cluster import (
@@ -21,6 +20,7 @@ from a2a_scale.codec import decode_task, encode_event, encode_task
 from a2a_scale.errors import CorruptDataError, TerminalTaskError
 from a2a_scale.tasks import (
     ListQuery,
+    LoggedEvents,
     check_task_id,
     is_terminal,
     status_timestamp_ns,
@@ -44,29 +44,7 @@ logger = logging.getLogger(__name__)
 _TERMINAL = -2
 """``save_task_v2``'s answer to a save that would leave a terminal state."""
 
-__all__ = ['LoggedEvents', 'PostgresTaskStore', 'version_value']
-
-
-class LoggedEvents:
-    """The (task, version) pairs whose event this replica's saves logged.
-
-    `PostgresEventStream.publish` consults it to skip events that the save
-    already appended to the task's log.
-    """
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._capacity = capacity
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-
-    def add(self, task_id: str, version: int) -> None:
-        """Records that the event of `version` is in the log."""
-        self._seen[(task_id, version)] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-
-    def pop(self, task_id: str, version: int) -> bool:
-        """Whether the event was logged; forgets it."""
-        return self._seen.pop((task_id, version), False) is None
+__all__ = ['PostgresTaskStore', 'version_value']
 
 
 class PostgresTaskStore(VersionedTaskStore):

@@ -14,11 +14,10 @@ from a2a.types.a2a_pb2 import Message
 from a2a_scale import telemetry
 from a2a_scale.codec import decode_event, encode_event
 from a2a_scale.errors import CorruptDataError
-from a2a_scale.tasks import version_int
+from a2a_scale.tasks import LoggedEvents, version_int
 from a2a_scale_postgres.errors import EventLogTrimmedError, row_key
 from a2a_scale_postgres.notify import Notice, PostgresNotifier, format_notice
 from a2a_scale_postgres.schema import channel_name, quote_schema, task_key
-from a2a_scale_postgres.store import LoggedEvents
 
 if TYPE_CHECKING:
     from a2a.server.events.event_queue import Event

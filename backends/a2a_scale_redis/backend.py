@@ -16,6 +16,7 @@ from a2a_scale import (
     telemetry,
 )
 from a2a_scale.health import COMPONENTS, PUSH_STORE, REPLICAS, STORE, STREAM
+from a2a_scale.tasks import LoggedEvents
 from a2a_scale_redis.connection import (
     AnyRedis,
     MasterNotFoundError,
@@ -36,7 +37,6 @@ from a2a_scale_redis.ops import RedisClusterView
 from a2a_scale_redis.push import RedisPushNotificationConfigStore
 from a2a_scale_redis.retention import RedisIndexSweeper
 from a2a_scale_redis.running import RedisRunningTasks
-from a2a_scale_redis.saves import LoggedEvents
 from a2a_scale_redis.settings import RedisSettings
 from a2a_scale_redis.sharded import (
     ShardedWakeupHub,

@@ -1,7 +1,5 @@
 """What a Redis save leaves beside the task.
 
-- `LoggedEvents`: the events this replica's saves appended to their tasks'
-  logs (so that publishing them again appends nothing);
 - `SaveHook`: told of each save of an event and of the entry it logged;
 - `ClusterFollowUp`: on a Redis Cluster, the owner's list index, the sweep
   registry and the event feed live in other slots than the task, so they
@@ -13,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
 
 from a2a_scale_redis.feed import FeedAppender
@@ -24,28 +21,6 @@ if TYPE_CHECKING:
     from a2a_scale_redis.keys import KeySpace
 
 logger = logging.getLogger(__name__)
-
-
-class LoggedEvents:
-    """The (task, version) pairs whose event this replica's saves logged.
-
-    `RedisEventStream.publish` consults it to skip events that the save
-    script already appended to the task's stream.
-    """
-
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._capacity = capacity
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-
-    def add(self, task_id: str, version: int) -> None:
-        """Records that the event of `version` is in the log."""
-        self._seen[(task_id, version)] = None
-        if len(self._seen) > self._capacity:
-            self._seen.popitem(last=False)
-
-    def pop(self, task_id: str, version: int) -> bool:
-        """Whether the event was logged; forgets it."""
-        return self._seen.pop((task_id, version), False) is None
 
 
 class SaveHook(Protocol):

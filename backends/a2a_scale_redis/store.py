@@ -25,6 +25,7 @@ from a2a_scale.errors import CorruptDataError
 from a2a_scale.sdk_compat import task_version_value
 from a2a_scale.tasks import (
     ListQuery,
+    LoggedEvents,
     check_task_id,
     check_terminal_save,
     is_terminal,
@@ -45,7 +46,7 @@ from a2a_scale_redis.keys import (
     member_task_id,
     timestamp_floor,
 )
-from a2a_scale_redis.saves import ClusterFollowUp, LoggedEvents, SaveHook
+from a2a_scale_redis.saves import ClusterFollowUp, SaveHook
 from a2a_scale_redis.scripts import DELETE, save_script
 
 if TYPE_CHECKING:

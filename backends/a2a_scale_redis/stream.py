@@ -15,10 +15,10 @@ from a2a.types.a2a_pb2 import Message
 from a2a_scale import EventGapError
 from a2a_scale.codec import decode_event, encode_event
 from a2a_scale.errors import CorruptDataError
+from a2a_scale.tasks import LoggedEvents
 from a2a_scale_redis.errors import wrong_type_as_error
 from a2a_scale_redis.keys import KeySpace
 from a2a_scale_redis.log import CORRUPT, PAGE, EventLogReader, backoff
-from a2a_scale_redis.saves import LoggedEvents
 from a2a_scale_redis.scripts import PUBLISH
 from a2a_scale_redis.store import version_value
 from a2a_scale_redis.window import (

@@ -1,7 +1,8 @@
-"""Task-state rules and `ListTasks` helpers shared by every backend."""
+"""Task-state rules, `ListTasks` helpers and save bookkeeping for backends."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -183,3 +184,29 @@ def check_terminal_save(task_id: str, stored_state: int, state: int) -> None:
             state=TaskState.Name(stored_state),
             requested=TaskState.Name(state),
         )
+
+
+class LoggedEvents:
+    """The (task, version) pairs whose event this replica's saves logged.
+
+    A backend whose save also appends the event to the task's log records
+    each one here; its event stream's ``publish`` then skips them, since
+    the SDK publishes every saved event again right after the save.
+
+    Args:
+        capacity: How many pairs are kept (the oldest are forgotten).
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+
+    def add(self, task_id: str, version: int) -> None:
+        """Records that the event of `version` is in the log."""
+        self._seen[(task_id, version)] = None
+        if len(self._seen) > self._capacity:
+            self._seen.popitem(last=False)
+
+    def pop(self, task_id: str, version: int) -> bool:
+        """Whether the event was logged; forgets it."""
+        return self._seen.pop((task_id, version), False) is None
