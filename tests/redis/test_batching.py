@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -51,28 +49,21 @@ class Counting:
         client.pipeline = counted_pipeline  # type: ignore[method-assign]
 
 
-@pytest_asyncio.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def test_a_lone_command_goes_out_at_once(client: Redis) -> None:
-    counting = Counting(client)
-    batcher = CommandBatcher(client)
+async def test_a_lone_command_goes_out_at_once(raw: Redis) -> None:
+    counting = Counting(raw)
+    batcher = CommandBatcher(raw)
     key = f'batch:{uuid.uuid4().hex}'
     assert await batcher.execute('SET', key, 'v')
     assert await batcher.execute('GET', key) == b'v'
     assert (counting.commands, counting.pipelines) == (2, [])
-    await client.delete(key)
+    await raw.delete(key)
 
 
 async def test_commands_issued_while_one_is_in_flight_go_out_together(
-    client: Redis,
+    raw: Redis,
 ) -> None:
-    counting = Counting(client)
-    batcher = CommandBatcher(client)
+    counting = Counting(raw)
+    batcher = CommandBatcher(raw)
     key = f'batch:{uuid.uuid4().hex}'
     replies = await asyncio.gather(*(batcher.execute('INCR', key) for _ in range(50)))
     assert sorted(replies) == list(range(1, 51))
@@ -80,15 +71,15 @@ async def test_commands_issued_while_one_is_in_flight_go_out_together(
     assert counting.commands == 1
     assert counting.pipelines == [49]
     assert (batcher.batches, batcher.batched) == (1, 49)
-    await client.delete(key)
+    await raw.delete(key)
 
 
 async def test_each_command_of_a_batch_gets_its_own_reply_or_error(
-    client: Redis,
+    raw: Redis,
 ) -> None:
-    batcher = CommandBatcher(client)
+    batcher = CommandBatcher(raw)
     text, number = f'batch:{uuid.uuid4().hex}', f'batch:{uuid.uuid4().hex}'
-    await client.set(text, 'not a number')
+    await raw.set(text, 'not a number')
     results = await asyncio.gather(
         batcher.execute('INCR', number),
         batcher.execute('INCR', text),  # WRONG value: an error of its own
@@ -103,15 +94,15 @@ async def test_each_command_of_a_batch_gets_its_own_reply_or_error(
     assert isinstance(results[1], ResponseError)
     assert isinstance(results[3], ResponseError)
     assert 'WRONGTYPE' in str(results[3])
-    await client.delete(text, number)
+    await raw.delete(text, number)
 
 
 async def test_a_script_missing_from_redis_is_loaded_in_a_batch_too(
-    client: Redis,
+    raw: Redis,
 ) -> None:
-    batcher = CommandBatcher(client)
-    script = client.register_script(ECHO)
-    await client.script_flush()
+    batcher = CommandBatcher(raw)
+    script = raw.register_script(ECHO)
+    await raw.script_flush()
     replies = await asyncio.gather(
         *(batcher.script(script, [], [f'v{i}']) for i in range(10))
     )
@@ -120,10 +111,10 @@ async def test_a_script_missing_from_redis_is_loaded_in_a_batch_too(
 
 
 async def test_a_connection_error_fails_the_batch_and_the_next_one_works(
-    client: Redis,
+    raw: Redis,
 ) -> None:
-    batcher = CommandBatcher(client)
-    pipeline = client.pipeline
+    batcher = CommandBatcher(raw)
+    pipeline = raw.pipeline
     broken = True
 
     def failing_pipeline(*args: Any, **kwargs: Any) -> Any:
@@ -137,7 +128,7 @@ async def test_a_connection_error_fails_the_batch_and_the_next_one_works(
         pipe.execute = execute  # type: ignore[method-assign]
         return pipe
 
-    client.pipeline = failing_pipeline  # type: ignore[method-assign]
+    raw.pipeline = failing_pipeline  # type: ignore[method-assign]
     results = await asyncio.gather(
         *(batcher.execute('PING') for _ in range(5)), return_exceptions=True
     )
@@ -150,9 +141,9 @@ async def test_a_connection_error_fails_the_batch_and_the_next_one_works(
 
 
 async def test_a_slow_flight_holds_the_others_back_only_briefly(
-    client: Redis,
+    raw: Redis,
 ) -> None:
-    batcher = CommandBatcher(client)
+    batcher = CommandBatcher(raw)
     empty = f'batch:{uuid.uuid4().hex}'
     slow = asyncio.create_task(batcher.execute('BLPOP', empty, 1))
     await asyncio.sleep(0.01)  # the slow command is in flight
@@ -167,9 +158,9 @@ async def test_a_slow_flight_holds_the_others_back_only_briefly(
 
 
 async def test_a_cancelled_caller_leaves_the_others_their_replies(
-    client: Redis,
+    raw: Redis,
 ) -> None:
-    batcher = CommandBatcher(client)
+    batcher = CommandBatcher(raw)
     key = f'batch:{uuid.uuid4().hex}'
     calls = [asyncio.create_task(batcher.execute('INCR', key)) for _ in range(10)]
     await asyncio.sleep(0)
@@ -179,7 +170,7 @@ async def test_a_cancelled_caller_leaves_the_others_their_replies(
     kept = [r for i, r in enumerate(results) if i != 5]
     assert len(set(kept)) == 9
     assert all(isinstance(r, int) for r in kept)
-    await client.delete(key)
+    await raw.delete(key)
 
 
 async def test_a_busy_store_batches_its_saves_and_loses_no_update(

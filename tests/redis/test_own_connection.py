@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
@@ -36,47 +34,40 @@ class Checkouts:
         pool.get_connection = counted  # type: ignore[method-assign]
 
 
-@pytest_asyncio.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def _own_id(batcher: CommandBatcher) -> int:
     return int(await batcher.execute('CLIENT', 'ID'))
 
 
 async def test_lone_commands_share_one_connection_without_a_checkout_each(
-    client: Redis,
+    raw: Redis,
 ) -> None:
-    checkouts = Checkouts(client)
-    batcher = CommandBatcher(client)
+    checkouts = Checkouts(raw)
+    batcher = CommandBatcher(raw)
     key = f'own:{uuid.uuid4().hex}'
     for i in range(50):
         assert await batcher.execute('INCR', key) == i + 1
     assert checkouts.count == 1
     ids = {await _own_id(batcher) for _ in range(5)}
     assert len(ids) == 1
-    await client.delete(key)
+    await raw.delete(key)
     await batcher.close()
 
 
-async def test_a_killed_own_connection_costs_no_command(client: Redis) -> None:
-    batcher = CommandBatcher(client)
+async def test_a_killed_own_connection_costs_no_command(raw: Redis) -> None:
+    batcher = CommandBatcher(raw)
     key = f'own:{uuid.uuid4().hex}'
     assert await batcher.execute('INCR', key) == 1
     for _ in range(3):
-        await client.client_kill_filter(_id=await _own_id(batcher))
+        await raw.client_kill_filter(_id=await _own_id(batcher))
         # The kill is noticed by the next command, which is sent again.
         assert await batcher.execute('GET', key) == b'1'
     assert await batcher.execute('INCR', key) == 2
-    await client.delete(key)
+    await raw.delete(key)
     await batcher.close()
 
 
-async def test_a_cancelled_command_leaves_no_reply_for_the_next(client: Redis) -> None:
-    batcher = CommandBatcher(client)
+async def test_a_cancelled_command_leaves_no_reply_for_the_next(raw: Redis) -> None:
+    batcher = CommandBatcher(raw)
     key = f'own:{uuid.uuid4().hex}'
     blocked = asyncio.ensure_future(batcher.execute('BLPOP', key, 2))
     await asyncio.sleep(0.2)
@@ -84,49 +75,49 @@ async def test_a_cancelled_command_leaves_no_reply_for_the_next(client: Redis) -
     with pytest.raises(asyncio.CancelledError):
         await blocked
     # Its reply (when it comes) must not be taken for the next command's.
-    await client.rpush(key, 'x')
+    await raw.rpush(key, 'x')
     assert await batcher.execute('ECHO', 'next') == b'next'
-    assert await client.lpop(key) == b'x'
+    assert await raw.lpop(key) == b'x'
     await batcher.close()
 
 
-async def test_an_error_reply_keeps_the_own_connection(client: Redis) -> None:
+async def test_an_error_reply_keeps_the_own_connection(raw: Redis) -> None:
     key = f'own:{uuid.uuid4().hex}'
-    await client.set(key, 'text')
-    checkouts = Checkouts(client)
-    batcher = CommandBatcher(client)
+    await raw.set(key, 'text')
+    checkouts = Checkouts(raw)
+    batcher = CommandBatcher(raw)
     with pytest.raises(Exception, match='not an integer'):
         await batcher.execute('INCR', key)
     assert await batcher.execute('GET', key) == b'text'
     assert checkouts.count == 1
-    await client.delete(key)
+    await raw.delete(key)
     await batcher.close()
 
 
-async def test_a_wrapped_execute_command_sees_every_command(client: Redis) -> None:
+async def test_a_wrapped_execute_command_sees_every_command(raw: Redis) -> None:
     seen: list[str] = []
-    execute = client.execute_command
+    execute = raw.execute_command
 
     async def wrapped(*args: Any, **options: Any) -> Any:
         seen.append(str(args[0]))
         return await execute(*args, **options)
 
-    batcher = CommandBatcher(client)
+    batcher = CommandBatcher(raw)
     await batcher.execute('PING')  # the own connection is taken
-    client.execute_command = wrapped  # type: ignore[method-assign]
+    raw.execute_command = wrapped  # type: ignore[method-assign]
     await batcher.execute('ECHO', 'a')
     await batcher.execute('ECHO', 'b')
     assert seen == ['ECHO', 'ECHO']
     await batcher.close()
 
 
-async def test_close_gives_the_connection_back(client: Redis) -> None:
-    batcher = CommandBatcher(client)
+async def test_close_gives_the_connection_back(raw: Redis) -> None:
+    batcher = CommandBatcher(raw)
     await batcher.execute('PING')
     own = await _own_id(batcher)
     await batcher.close()
-    # The pool hands it out again; the batcher now goes through the client.
-    assert int(await client.execute_command('CLIENT', 'ID')) == own
+    # The pool hands it out again; the batcher now goes through the raw.
+    assert int(await raw.execute_command('CLIENT', 'ID')) == own
     assert await batcher.execute('ECHO', 'after') == b'after'
 
 
@@ -154,12 +145,12 @@ async def test_a_store_checks_out_no_connection_per_save_and_get(
 
 
 async def test_a_batch_goes_out_on_the_own_connection_with_each_reply(
-    client: Redis,
+    raw: Redis,
 ) -> None:
     key, text = f'own:{uuid.uuid4().hex}', f'own:{uuid.uuid4().hex}'
-    await client.set(text, 'text')
-    checkouts = Checkouts(client)
-    batcher = CommandBatcher(client)
+    await raw.set(text, 'text')
+    checkouts = Checkouts(raw)
+    batcher = CommandBatcher(raw)
     await batcher.execute('ECHO', 'first')
     calls = [batcher.execute('INCR', key) for _ in range(20)]
     calls.insert(10, batcher.execute('INCR', text))
@@ -168,27 +159,27 @@ async def test_a_batch_goes_out_on_the_own_connection_with_each_reply(
     assert sorted(replies) == list(range(1, 21))  # type: ignore[type-var]
     assert batcher.batches >= 1
     assert checkouts.count == 1
-    await client.delete(key, text)
+    await raw.delete(key, text)
     await batcher.close()
 
 
 async def test_a_batch_on_a_killed_own_connection_is_sent_again(
-    client: Redis,
+    raw: Redis,
 ) -> None:
-    batcher = CommandBatcher(client)
+    batcher = CommandBatcher(raw)
     key = f'own:{uuid.uuid4().hex}'
     for round_ in range(3):
-        await client.client_kill_filter(_id=await _own_id(batcher))
+        await raw.client_kill_filter(_id=await _own_id(batcher))
         replies = await asyncio.gather(
             *(batcher.execute('INCR', key) for _ in range(10))
         )
         assert sorted(replies) == list(range(round_ * 10 + 1, round_ * 10 + 11))
-    await client.delete(key)
+    await raw.delete(key)
     await batcher.close()
 
 
 async def test_class_level_wrappers_see_every_command(
-    client: Redis, monkeypatch: pytest.MonkeyPatch
+    raw: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[str] = []
     execute, execute_pipeline = Redis.execute_command, Pipeline.execute
@@ -203,7 +194,7 @@ async def test_class_level_wrappers_see_every_command(
         seen.append(f'pipeline of {len(self.command_stack)}')
         return await execute_pipeline(self, *args, **kwargs)
 
-    batcher = CommandBatcher(client)
+    batcher = CommandBatcher(raw)
     await batcher.execute('ECHO', 'first')
     # As an instrumentation library patches redis-py (after a2a-scale loaded).
     monkeypatch.setattr(Redis, 'execute_command', wrapped)
