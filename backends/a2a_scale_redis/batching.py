@@ -120,43 +120,68 @@ class CommandBatcher:
             await self._client.connection_pool.release(own)
 
     async def _direct(self, args: tuple[Any, ...]) -> Any:
-        """Runs a command on the batcher's own connection, if it is free."""
-        client = self._client
-        own = None
-        if (
-            isinstance(client, Redis)
-            and not self._own_busy
-            and self._can_own(client, args[0])
-        ):
-            own = await self._take(client)
-        if own is not None:
-            self._own_busy = True
-            try:
-                await own.send_command(*args)
-                return await own.read_response()
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                # Dropped or timed out (redis-py disconnected it): sent
-                # again through the client, whose retries and pool apply.
-                pass
-            finally:
-                self._own_busy = False
-        return await client.execute_command(*args)
+        """Runs one command: on the own connection if it can, else the client's."""
+        replies = await self._on_own([args], batch=False)
+        if replies is None:
+            return await self._client.execute_command(*args)
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        return replies[0]
 
-    async def _take(self, client: Redis) -> AbstractConnection:
-        """The batcher's own connection, taken from the pool on first use."""
+    async def _on_own(
+        self, commands: list[tuple[Any, ...]], *, batch: bool
+    ) -> list[Any] | None:
+        """Sends `commands` in one write on the own connection, if it can.
+
+        Returns each one's reply or error reply, or `None` when the caller
+        must send them through the client: the connection is busy, may not
+        be used (see `_may_own`), or failed (dropped or timed out; redis-py
+        disconnected it, and the client's retries apply to the new send).
+        """
+        client = self._client
+        if (
+            not isinstance(client, Redis)
+            or self._own_busy
+            or not self._may_own(client, commands, batch=batch)
+        ):
+            return None
         if self._own is None:
             self._own = await client.connection_pool.get_connection()
-        return self._own
+        own = self._own
+        self._own_busy = True
+        try:
+            await own.send_packed_command(own.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await own.read_response())
+                except ResponseError as e:
+                    replies.append(e)
+            return replies
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return None
+        finally:
+            self._own_busy = False
 
-    def _can_own(self, client: Redis, name: Any) -> bool:
-        """Whether a command named `name` may skip the client's own path."""
-        return (
-            not self._own_closed
-            and 'execute_command' not in vars(client)
-            and type(client).execute_command is _EXECUTE_COMMAND
-            and not hasattr(_EXECUTE_COMMAND, '__wrapped__')
-            and str(name).upper() not in client.response_callbacks
-        )
+    def _may_own(
+        self, client: Redis, commands: list[tuple[Any, ...]], *, batch: bool
+    ) -> bool:
+        """Whether `commands` may skip redis-py's own path (and its wrappers)."""
+        if (
+            self._own_closed
+            or 'execute_command' in vars(client)
+            or type(client).execute_command is not _EXECUTE_COMMAND
+            or hasattr(_EXECUTE_COMMAND, '__wrapped__')
+        ):
+            return False
+        if batch and (
+            'pipeline' in vars(client)
+            or Pipeline.execute is not _PIPELINE_EXECUTE
+            or hasattr(_PIPELINE_EXECUTE, '__wrapped__')
+        ):
+            return False
+        callbacks = client.response_callbacks
+        return all(str(args[0]).upper() not in callbacks for args in commands)
 
     def _next(self) -> None:
         """Sends what waited once nothing is in flight."""
@@ -211,36 +236,13 @@ class CommandBatcher:
     async def _pipeline(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Sends `commands` in one write; each one's reply or error reply.
 
-        On the batcher's own connection when it is free, else (or if that
-        connection fails) as a non-transactional pipeline of the client.
+        On the batcher's own connection when it can, else as a
+        non-transactional pipeline of the client.
         """
-        client = self._client
-        own = None
-        if (
-            isinstance(client, Redis)
-            and not self._own_busy
-            and 'pipeline' not in vars(client)
-            and Pipeline.execute is _PIPELINE_EXECUTE
-            and not hasattr(_PIPELINE_EXECUTE, '__wrapped__')
-            and all(self._can_own(client, args[0]) for args in commands)
-        ):
-            own = await self._take(client)
-        if own is not None:
-            self._own_busy = True
-            try:
-                await own.send_packed_command(own.pack_commands(commands))
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await own.read_response())
-                    except ResponseError as e:
-                        replies.append(e)
-                return replies
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                pass  # sent again below, with the client's retries
-            finally:
-                self._own_busy = False
-        pipe = client.pipeline(transaction=False)
+        replies = await self._on_own(commands, batch=True)
+        if replies is not None:
+            return replies
+        pipe = self._client.pipeline(transaction=False)
         for args in commands:
             pipe.execute_command(*args)
         return list(await pipe.execute(raise_on_error=False))
