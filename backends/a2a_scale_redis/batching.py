@@ -1,20 +1,25 @@
 """`CommandBatcher`: group commit for a replica's hot-path Redis commands.
 
-Every command costs the client a socket write, a pool checkout and a read,
-and the server a read event: on loopback the write alone is about a fifth
-of a busy replica's CPU. The batcher sends a command at once when nothing
-of its own is in flight, so a lone caller pays nothing extra; commands
-issued while one is in flight wait for it and then go out together, as one
-non-transactional pipeline (one write, one connection). The busier the
-replica, the larger the batches. A flight that takes long (a large payload,
-a stalled connection) holds the waiting commands back for at most
-`MAX_WAIT_SECONDS`; then they go out beside it.
+Every command costs the client a socket write, a read and a turn of the
+event loop to wake its caller, and the server a read event. When nothing of
+its own is in flight, the batcher waits one turn of the event loop before
+it sends a command, so that commands issued by other coroutines in the same
+turn go out with it (a lone caller pays one loop turn, a few microseconds);
+commands issued while one is in flight wait for it and then go out
+together. Either way a batch is one non-transactional pipeline (one write,
+one connection), and the busier the replica, the larger the batches. A
+flight that takes long (a large payload, a stalled connection) holds the
+waiting commands back for at most `MAX_WAIT_SECONDS`; then they go out
+beside it.
 
 A command sent at once, or a batch, goes over the batcher's own
 connection when it is free, taken from the client's pool on first use and
-kept: no pool checkout per command. If that connection fails (dropped,
-timed out), the commands are sent again through the client, with its pool
-and retries. A client whose
+kept: no pool checkout per command. Commands whose arguments are all
+bytes, str or int are packed by hiredis in one call each when it is
+installed, and the replies of a batch are read under one
+``socket_timeout`` for the whole batch rather than one timer per reply. If
+that connection fails (dropped, timed out), the commands are sent again
+through the client, with its pool and retries. A client whose
 ``execute_command`` was replaced or wrapped (instrumentation, fault
 injection) gets every command through it instead.
 
@@ -27,6 +32,7 @@ script (idempotent by its write id) and reads, so a retried batch is safe.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -34,6 +40,11 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+    _hiredis_pack = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -61,18 +72,28 @@ class CommandBatcher:
         client: The client the commands go through (its pool, retries and
             timeouts apply to each batch as to a lone command).
         enabled: `False` sends every command on its own.
+        linger: `False` sends a command at once when nothing is in flight,
+            instead of after one turn of the event loop.
     """
 
-    def __init__(self, client: AnyRedis, *, enabled: bool = True) -> None:
+    def __init__(
+        self, client: AnyRedis, *, enabled: bool = True, linger: bool = True
+    ) -> None:
         self._client = client
         self.enabled = enabled
+        self.linger = linger
         self._flights = 0
         self._waiting: list[_Waiting] = []
+        self._gathering: list[_Waiting] | None = None
         self._overdue: asyncio.TimerHandle | None = None
         self._runs: set[asyncio.Task[None]] = set()
         self._own: AbstractConnection | None = None
         self._own_closed = False
         self._own_busy = False
+        self._callbacks: Any = None
+        self._callback_count = 0
+        self._plain: set[Any] = set()
+        """Command names known to have no redis-py response callback."""
         self.batches = 0
         """How many pipelines went out (each carried two commands or more)."""
         self.batched = 0
@@ -82,14 +103,28 @@ class CommandBatcher:
         """Runs one command; its reply, or its error raised."""
         if not self.enabled:
             return await self._client.execute_command(*args)
+        loop = asyncio.get_running_loop()
+        if self._gathering is not None:
+            # Another command waits for the end of this loop turn: join it.
+            joined: asyncio.Future[Any] = loop.create_future()
+            self._gathering.append((args, joined))
+            return await joined
         if not self._flights:
-            self._flights += 1
-            try:
-                return await self._direct(args)
-            finally:
-                self._flights -= 1
-                self._next()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if self.linger:
+                gathered = await self._gather()
+                if gathered:
+                    # Others joined: all go out together, this one first.
+                    first: asyncio.Future[Any] = loop.create_future()
+                    self._send_first([(args, first), *gathered])
+                    return await first
+            if not self._flights and not self._waiting:
+                self._flights += 1
+                try:
+                    return await self._direct(args)
+                finally:
+                    self._flights -= 1
+                    self._next()
+        future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((args, future))
         if self._overdue is None:
             # A slow flight (a large payload, a stalled connection) holds
@@ -98,6 +133,30 @@ class CommandBatcher:
                 MAX_WAIT_SECONDS, self._launch
             )
         return await future
+
+    async def _gather(self) -> list[_Waiting]:
+        """The commands issued by others until the end of this loop turn."""
+        gathered: list[_Waiting] = []
+        self._gathering = gathered
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            # Cancelled: what joined goes out without this command.
+            self._gathering = None
+            self._send_first(gathered)
+            raise
+        finally:
+            self._gathering = None
+        return gathered
+
+    def _send_first(self, commands: list[_Waiting]) -> None:
+        """Puts `commands` before the waiting ones and sends them when it can."""
+        self._waiting[:0] = commands
+        self._next()
+        if self._waiting and self._overdue is None:
+            self._overdue = asyncio.get_running_loop().call_later(
+                MAX_WAIT_SECONDS, self._launch
+            )
 
     async def script(
         self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
@@ -150,13 +209,16 @@ class CommandBatcher:
         own = self._own
         self._own_busy = True
         try:
-            await own.send_packed_command(own.pack_commands(commands))
+            await own.send_packed_command(_pack(own, commands))
             replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await own.read_response())
-                except ResponseError as e:
-                    replies.append(e)
+            # One bound for the whole batch (asyncio's TimeoutError is an
+            # OSError); redis-py drops the connection of a read cut short.
+            async with asyncio.timeout(own.socket_timeout):
+                for _ in commands:
+                    try:
+                        replies.append(await own.read_response(timeout=math.inf))
+                    except ResponseError as e:
+                        replies.append(e)
             return replies
         except (RedisConnectionError, RedisTimeoutError, OSError):
             return None
@@ -169,19 +231,28 @@ class CommandBatcher:
         """Whether `commands` may skip redis-py's own path (and its wrappers)."""
         if (
             self._own_closed
+            or _WRAPPED_AT_IMPORT
             or 'execute_command' in vars(client)
             or type(client).execute_command is not _EXECUTE_COMMAND
-            or hasattr(_EXECUTE_COMMAND, '__wrapped__')
         ):
             return False
         if batch and (
-            'pipeline' in vars(client)
-            or Pipeline.execute is not _PIPELINE_EXECUTE
-            or hasattr(_PIPELINE_EXECUTE, '__wrapped__')
+            'pipeline' in vars(client) or Pipeline.execute is not _PIPELINE_EXECUTE
         ):
             return False
         callbacks = client.response_callbacks
-        return all(str(args[0]).upper() not in callbacks for args in commands)
+        if callbacks is not self._callbacks or len(callbacks) != self._callback_count:
+            # Callbacks were added or replaced: learn the names again.
+            self._callbacks, self._callback_count = callbacks, len(callbacks)
+            self._plain.clear()
+        plain = self._plain
+        for args in commands:
+            name = args[0]
+            if name not in plain:
+                if name in callbacks:
+                    return False
+                plain.add(name)
+        return True
 
     def _next(self) -> None:
         """Sends what waited once nothing is in flight."""
@@ -267,6 +338,36 @@ this module was imported), every command goes through the wrapper."""
 
 _PIPELINE_EXECUTE = Pipeline.execute
 """redis-py's own: if it was wrapped, every batch goes through a pipeline."""
+
+_WRAPPED_AT_IMPORT = hasattr(_EXECUTE_COMMAND, '__wrapped__') or hasattr(
+    _PIPELINE_EXECUTE, '__wrapped__'
+)
+"""redis-py was instrumented before this module was imported."""
+
+
+_UTF8 = frozenset(('utf-8', 'utf8', 'UTF-8', 'UTF8'))
+
+
+def _pack(own: AbstractConnection, commands: list[tuple[Any, ...]]) -> Any:
+    """`commands` packed for one write: by hiredis, one call per command.
+
+    hiredis packs bytes, memoryview, str (as UTF-8), int and float exactly
+    as redis-py does, without redis-py's encoding pass over every argument.
+    redis-py's packer is used when hiredis is missing, when the connection
+    encodes text otherwise than as strict UTF-8, and for an argument hiredis
+    refuses (``None``, ``bool``: redis-py then raises its own error).
+    """
+    encoder = own.encoder
+    if (
+        _hiredis_pack is not None
+        and encoder.encoding in _UTF8
+        and encoder.encoding_errors == 'strict'
+    ):
+        try:
+            return [_hiredis_pack(args) for args in commands]
+        except TypeError:
+            pass
+    return own.pack_commands(commands)
 
 
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:

@@ -59,11 +59,26 @@ async def test_a_lone_command_goes_out_at_once(raw: Redis) -> None:
     await raw.delete(key)
 
 
-async def test_commands_issued_while_one_is_in_flight_go_out_together(
+async def test_commands_issued_in_one_loop_turn_go_out_together(
     raw: Redis,
 ) -> None:
     counting = Counting(raw)
     batcher = CommandBatcher(raw)
+    key = f'batch:{uuid.uuid4().hex}'
+    replies = await asyncio.gather(*(batcher.execute('INCR', key) for _ in range(50)))
+    # In the order they were issued, in one pipeline.
+    assert replies == list(range(1, 51))
+    assert counting.commands == 0
+    assert counting.pipelines == [50]
+    assert (batcher.batches, batcher.batched) == (1, 50)
+    await raw.delete(key)
+
+
+async def test_commands_issued_while_one_is_in_flight_go_out_together(
+    raw: Redis,
+) -> None:
+    counting = Counting(raw)
+    batcher = CommandBatcher(raw, linger=False)
     key = f'batch:{uuid.uuid4().hex}'
     replies = await asyncio.gather(*(batcher.execute('INCR', key) for _ in range(50)))
     assert sorted(replies) == list(range(1, 51))
@@ -71,6 +86,23 @@ async def test_commands_issued_while_one_is_in_flight_go_out_together(
     assert counting.commands == 1
     assert counting.pipelines == [49]
     assert (batcher.batches, batcher.batched) == (1, 49)
+    await raw.delete(key)
+
+
+async def test_a_command_cancelled_while_it_waits_for_others_leaves_them_to_go(
+    raw: Redis,
+) -> None:
+    batcher = CommandBatcher(raw)
+    key = f'batch:{uuid.uuid4().hex}'
+    first = asyncio.create_task(batcher.execute('INCR', key))
+    others = [asyncio.create_task(batcher.execute('INCR', key)) for _ in range(3)]
+    # Runs in the same loop turn, after the others joined the first.
+    asyncio.get_running_loop().call_soon(first.cancel)
+    replies = await asyncio.wait_for(asyncio.gather(*others), 5)
+    assert sorted(replies) == [1, 2, 3]
+    assert first.cancelled()
+    assert int(await raw.get(key)) == 3
+    assert not batcher._flights
     await raw.delete(key)
 
 
@@ -132,8 +164,7 @@ async def test_a_connection_error_fails_the_batch_and_the_next_one_works(
     results = await asyncio.gather(
         *(batcher.execute('PING') for _ in range(5)), return_exceptions=True
     )
-    assert results[0] is True  # alone: not in the pipeline
-    assert all(isinstance(r, RedisConnectionError) for r in results[1:])
+    assert all(isinstance(r, RedisConnectionError) for r in results)
     broken = False
     again = await asyncio.gather(*(batcher.execute('PING') for _ in range(5)))
     assert again == [True] * 5

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import DataError
 
 from a2a_scale import load_backend
 from a2a_scale.testing import TaskWriter, make_task, user_context
 from a2a_scale_redis.backend import RedisBackend
-from a2a_scale_redis.batching import CommandBatcher
+from a2a_scale_redis.batching import CommandBatcher, _pack
 
 pytestmark = [pytest.mark.redis, pytest.mark.asyncio]
 
@@ -202,5 +203,49 @@ async def test_class_level_wrappers_see_every_command(
     await batcher.execute('ECHO', 'a')
     replies = await asyncio.gather(*(batcher.execute('ECHO', str(i)) for i in range(5)))
     assert replies == [str(i).encode() for i in range(5)]
-    assert seen == ['ECHO', 'ECHO', 'pipeline of 4']
+    # Issued in one loop turn, the five go out as one pipeline.
+    assert seen == ['ECHO', 'pipeline of 5']
+    await batcher.close()
+
+
+@pytest.mark.parametrize(
+    'command',
+    [
+        ('EVALSHA', 'a' * 40, 2, 'k:{1}', b'k2', 'déjà vu', -17, b'', ''),
+        ('SET', 'big', b'\x00\xff' * 40_000),
+        ('ZADD', 'z', 1.5, 'member', 0.1, 'other', 1e300, 'big'),
+        ('SET', 'view', memoryview(b'abc')),
+    ],
+)
+async def test_the_own_connection_packs_as_redis_py_does(
+    raw: Redis, command: tuple[Any, ...]
+) -> None:
+    own = await raw.connection_pool.get_connection()
+    try:
+        commands = [command, ('PING',)]
+        assert b''.join(_pack(own, commands)) == b''.join(own.pack_commands(commands))
+    finally:
+        await raw.connection_pool.release(own)
+
+
+async def test_a_connection_encoding_text_otherwise_packs_as_redis_py_does(
+    redis_url: str,
+) -> None:
+    client = Redis.from_url(redis_url, encoding='latin-1')
+    own = await client.connection_pool.get_connection()
+    try:
+        commands = [('SET', 'clé', 'été')]
+        packed = b''.join(_pack(own, commands))
+        assert packed == b''.join(own.pack_commands(commands))
+        assert 'été'.encode('latin-1') in packed
+    finally:
+        await client.connection_pool.release(own)
+        await client.aclose()
+
+
+async def test_an_argument_hiredis_refuses_gets_redis_pys_error(raw: Redis) -> None:
+    batcher = CommandBatcher(raw)
+    with pytest.raises(DataError):
+        await batcher.execute('SET', f'own:{uuid.uuid4().hex}', True)
+    assert await batcher.execute('ECHO', 'still fine') == b'still fine'
     await batcher.close()

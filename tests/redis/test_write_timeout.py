@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
 from pydantic import SecretStr
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from a2a_scale_redis.batching import CommandBatcher
 from a2a_scale_redis.connection import (
     CheapWriteTimeout,
     close_client,
@@ -96,6 +98,24 @@ def _settings(url: str, **extra: object) -> RedisSettings:
     return RedisSettings(url=SecretStr(url), **extra)  # type: ignore[arg-type]
 
 
+@contextlib.asynccontextmanager
+async def _behind_proxy(
+    redis_url: str,
+) -> AsyncIterator[tuple[FreezableProxy, Redis | RedisCluster]]:
+    """A command client (0.5 s socket timeout, no retries) through a proxy."""
+    target = urlsplit(redis_url)
+    proxy = FreezableProxy(target.hostname or '127.0.0.1', target.port or 6379)
+    await proxy.start()
+    client = create_client(
+        _settings(f'redis://127.0.0.1:{proxy.port}/0', socket_timeout=0.5, retries=0)
+    )
+    try:
+        yield proxy, client
+    finally:
+        await close_client(client)
+        await proxy.stop()
+
+
 @pytest.mark.parametrize(
     'url', ['redis://127.0.0.1:6379/0', 'rediss://127.0.0.1:6379/0', 'unix:///r.sock']
 )
@@ -111,13 +131,7 @@ def test_every_transport_of_the_command_client_writes_cheaply(url: str) -> None:
 async def test_a_write_the_server_does_not_take_times_out_and_drops_it(
     redis_url: str,
 ) -> None:
-    target = urlsplit(redis_url)
-    proxy = FreezableProxy(target.hostname or '127.0.0.1', target.port or 6379)
-    await proxy.start()
-    client = create_client(
-        _settings(f'redis://127.0.0.1:{proxy.port}/0', socket_timeout=0.5, retries=0)
-    )
-    try:
+    async with _behind_proxy(redis_url) as (proxy, client):
         assert await client.ping()
         proxy.freeze()
         started = time.monotonic()
@@ -129,6 +143,35 @@ async def test_a_write_the_server_does_not_take_times_out_and_drops_it(
         proxy.thaw()
         # The half-written connection was dropped: a new one works.
         assert await client.ping()
-    finally:
-        await close_client(client)
-        await proxy.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_batch_the_server_does_not_answer_times_out_and_recovers(
+    redis_url: str,
+) -> None:
+    async with _behind_proxy(redis_url) as (proxy, client):
+        batcher = CommandBatcher(client)
+        assert await batcher.execute('ECHO', 'before') == b'before'
+        proxy.freeze()
+        # The proxy forwards what it was already reading: one more command
+        # goes through before the connection stalls.
+        assert await batcher.execute('ECHO', 'last') == b'last'
+        started = time.monotonic()
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(batcher.execute('ECHO', str(i)) for i in range(3)),
+                return_exceptions=True,
+            ),
+            10,
+        )
+        # Bounded on the batcher's own connection, then again on the pool's.
+        assert all(isinstance(r, RedisTimeoutError) for r in results), results
+        assert time.monotonic() - started < 5
+        proxy.thaw()
+        # The connections cut short were dropped: no late reply is taken
+        # for a later command.
+        assert await batcher.execute('ECHO', 'after') == b'after'
+        assert await asyncio.gather(
+            *(batcher.execute('ECHO', f'again {i}') for i in range(3))
+        ) == [f'again {i}'.encode() for i in range(3)]
+        await batcher.close()
