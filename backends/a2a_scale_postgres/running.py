@@ -25,6 +25,8 @@ from a2a_scale.recovery import RunningTask, RunningTasks
 from a2a_scale_postgres.schema import quote_schema
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import asyncpg
 
     from a2a_scale_postgres.connection import PoolHandle
@@ -87,6 +89,19 @@ class PostgresRunningTasks(RunningTasks):
             'AND instance_id = $2 AND claimed_by IS NULL',
             task_id,
             instance_id,
+        )
+
+    async def remove_many(self, records: Sequence[tuple[str, str]]) -> None:
+        """Drops the records each holder still holds, in one statement."""
+        if not records:
+            return
+        await self._pool.execute(
+            f'DELETE FROM {self._table} r USING '  # noqa: S608
+            'unnest($1::text[], $2::text[]) AS gone(task_id, instance_id) '
+            'WHERE r.task_id = gone.task_id AND r.instance_id = gone.instance_id '
+            'AND r.claimed_by IS NULL',
+            [task_id for task_id, _ in records],
+            [instance_id for _, instance_id in records],
         )
 
     async def running(self, instance_id: str | None = None) -> list[RunningTask]:

@@ -20,6 +20,7 @@ second step) a record is returned twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ from a2a_scale_redis.batching import CommandBatcher
 from a2a_scale_redis.keys import KeySpace, decode_id, encode_id
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from a2a_scale_redis.connection import AnyRedis
 
 logger = logging.getLogger(__name__)
@@ -74,17 +77,24 @@ return 1
 """
 )
 
-# KEYS: run, holders, the holder's set. ARGV: task, holder.
+# KEYS: run, holders, the holder's set. ARGV: holder, task, task, ...
+#   Returns how many records were dropped.
 REMOVE = (
     _HELPERS
     + r"""
-local record = redis.call('HGET', KEYS[1], ARGV[1])
-if not record or holder(record) ~= ARGV[2] then
-  return 0
+local dropped = 0
+for i = 2, #ARGV do
+  local record = redis.call('HGET', KEYS[1], ARGV[i])
+  if record and holder(record) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('SREM', KEYS[3], ARGV[i])
+    dropped = dropped + 1
+  end
 end
-redis.call('HDEL', KEYS[1], ARGV[1])
-forget(KEYS[2], KEYS[3], ARGV[2], ARGV[1])
-return 1
+if dropped > 0 and redis.call('SCARD', KEYS[3]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+return dropped
 """
 )
 
@@ -197,11 +207,23 @@ class RedisRunningTasks(RunningTasks):
 
     async def remove(self, task_id: str, instance_id: str) -> None:
         """Drops the task's record if `instance_id` still holds it."""
+        await self.remove_many([(task_id, instance_id)])
+
+    async def remove_many(self, records: Sequence[tuple[str, str]]) -> None:
+        """Drops the records, one script per holder (they run together)."""
+        by_holder: dict[str, list[str]] = {}
+        for task_id, instance_id in records:
+            by_holder.setdefault(instance_id, []).append(encode_id(task_id))
         k = self.keys
-        await self._batcher.script(
-            self._remove,
-            [k.running, k.running_holders, k.running_of(instance_id)],
-            [encode_id(task_id), encode_id(instance_id)],
+        await asyncio.gather(
+            *(
+                self._batcher.script(
+                    self._remove,
+                    [k.running, k.running_holders, k.running_of(instance_id)],
+                    [encode_id(instance_id), *tasks],
+                )
+                for instance_id, tasks in by_holder.items()
+            )
         )
 
     async def running(self, instance_id: str | None = None) -> list[RunningTask]:

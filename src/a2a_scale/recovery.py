@@ -17,6 +17,8 @@ from a2a.server.context import ServerCallContext
 from pydantic import PrivateAttr
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from a2a.server.owner_resolver import OwnerResolver
 
 
@@ -63,6 +65,21 @@ class RunningTasks(ABC):
     @abstractmethod
     async def remove(self, task_id: str, instance_id: str) -> None:
         """Drops the task's record if `instance_id` still holds it."""
+
+    async def remove_many(self, records: Sequence[tuple[str, str]]) -> None:
+        """Drops each ``(task_id, instance_id)`` record as `remove` does.
+
+        A backend may drop them all in one round trip; this default calls
+        `remove` for each, and raises the first error once all were tried.
+        """
+        errors: list[Exception] = []
+        for task_id, instance_id in records:
+            try:
+                await self.remove(task_id, instance_id)
+            except Exception as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
     @abstractmethod
     async def running(self, instance_id: str | None = None) -> list[RunningTask]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, ClassVar
 
 from a2a.server.cluster import (
@@ -186,6 +186,15 @@ class AnyoneRemovesRunningTasks(MemoryRunningTasks):
     async def remove(self, task_id: str, instance_id: str) -> None:
         with self.space.lock:
             self.space.running.pop(task_id, None)
+
+
+class HolderBlindRunningTasks(MemoryRunningTasks):
+    """Drops records in bulk without checking who holds them."""
+
+    async def remove_many(self, records: Sequence[tuple[str, str]]) -> None:
+        with self.space.lock:
+            for task_id, _ in records:
+                self.space.running.pop(task_id, None)
 
 
 class BrokenMemoryFactory:

@@ -54,6 +54,12 @@ CASES = [
         'RunningTasksConformance',
         'remove_by_another',
     ),
+    (
+        'running_class',
+        'HolderBlindRunningTasks',
+        'RunningTasksConformance',
+        'remove_many',
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 from a2a_scale import ScaleSettings
 from a2a_scale.recovery import RunningTask
 from a2a_scale_redis.backend import RedisBackend
-from a2a_scale_redis.keys import KeySpace
+from a2a_scale_redis.keys import KeySpace, encode_id
 from a2a_scale_redis.settings import RedisSettings
 
 pytestmark = pytest.mark.redis
@@ -129,3 +129,31 @@ async def test_a_failed_acknowledgement_returns_the_records_again(
     again = await claimer.running_tasks.claim_orphans(older_than=60)
     assert set(first) == set(again) == set(left)
     assert await claimer.running_tasks.claim_orphans(older_than=60) == []
+
+
+@pytest.mark.asyncio
+async def test_removing_many_records_is_one_script_and_spares_other_holders(
+    claimer: RedisBackend, redis_url: str, namespace: str
+) -> None:
+    records = claimer.running_tasks
+    mine = [RunningTask(f'task-{i}', 'alice', claimer.instance_id) for i in range(3)]
+    for record in mine:
+        await records.add(record)
+    # task-9 was taken over by another replica meanwhile.
+    await records.add(RunningTask('task-9', 'alice', 'other-replica'))
+    seen = _record_commands(claimer, fail=set())
+    await records.remove_many(
+        [(r.task_id, r.instance_id) for r in mine] + [('task-9', claimer.instance_id)]
+    )
+    assert [c for c in seen if c != 'SCRIPT LOAD'] == ['EVALSHA']
+    assert [r.task_id for r in await records.running()] == ['task-9']
+    raw = Redis.from_url(redis_url)
+    try:
+        keys = KeySpace(namespace)
+        # This replica holds nothing now: it left the holders' set.
+        assert await raw.scard(keys.running_of(claimer.instance_id)) == 0
+        assert await raw.smembers(keys.running_holders) == {
+            encode_id('other-replica').encode()
+        }
+    finally:
+        await raw.aclose()

@@ -90,12 +90,22 @@ class Run:
     """Its shared record, or `None` when nothing is recorded."""
 
 
+REMOVAL_DELAY_SECONDS = 0.05
+"""How long a stopped turn's record waits to be dropped with others.
+
+The removals of the turns that stop within this time go out in one call
+(`RunningTasks.remove_many`). A record left behind a little longer is
+harmless: were this replica to die meanwhile, recovery would find the task
+finished or parked and leave it.
+"""
+
+
 class RunningTurns:
     """Follows the turns running here and keeps their shared records.
 
-    Costs one record write awaited before each turn's agent starts, and one
-    removal in the background once it stops; nothing when `records` is
-    `None`.
+    Costs one record write awaited before each turn's agent starts, and a
+    share of one removal call in the background once it stops (see
+    `REMOVAL_DELAY_SECONDS`); nothing when `records` is `None`.
 
     Args:
         records: The backend's records, or `None` to record nothing.
@@ -119,7 +129,11 @@ class RunningTurns:
         self.instance_id = instance_id
         self._owner_resolver = owner_resolver
         self._runs: dict[str, Run] = {}
+        self._removing: dict[str, RunningTask] = {}
+        """Records to drop with the next removal call, by task."""
+        self._removal: asyncio.TimerHandle | None = None
         self._pending: dict[str, asyncio.Task[None]] = {}
+        """The removal call under way for each task whose record it drops."""
         self.keep_records = False
         """Set when the replica stops: records of runs that stop stay behind."""
 
@@ -158,6 +172,8 @@ class RunningTurns:
         self._runs[task_id] = Run(active_task, call_context, record)
         if record is None or self.records is None:
             return
+        # A removal not sent yet is dropped: this turn's record replaces it.
+        self._removing.pop(task_id, None)
         pending = self._pending.get(task_id)
         if pending is not None:
             # The removal of the task's previous run lands first.
@@ -190,35 +206,52 @@ class RunningTurns:
         return self._runs.pop(task_id, None)
 
     def _remove_later(self, record: RunningTask) -> None:
-        previous = self._pending.get(record.task_id)
-        removal = asyncio.create_task(
-            self._remove(record, previous), name=f'running-remove:{record.task_id}'
-        )
-        self._pending[record.task_id] = removal
-        removal.add_done_callback(lambda done: self._done(record.task_id, done))
+        self._removing[record.task_id] = record
+        if self._removal is None:
+            self._removal = asyncio.get_running_loop().call_later(
+                REMOVAL_DELAY_SECONDS, self._send_removals
+            )
 
-    async def _remove(
-        self, record: RunningTask, previous: asyncio.Task[None] | None
-    ) -> None:
-        if previous is not None:
-            await asyncio.wait({previous})
+    def _send_removals(self) -> None:
+        """Sends the removals collected so far, in one call."""
+        self._removal = None
+        if not self._removing:
+            return
+        batch = list(self._removing.values())
+        self._removing.clear()
+        sending = asyncio.create_task(
+            self._remove(batch), name=f'running-remove:{len(batch)}'
+        )
+        for record in batch:
+            self._pending[record.task_id] = sending
+        sending.add_done_callback(lambda done: self._done(batch, done))
+
+    async def _remove(self, batch: list[RunningTask]) -> None:
         if self.records is None:
             return
         try:
-            await self.records.remove(record.task_id, record.instance_id)
+            await self.records.remove_many(
+                [(record.task_id, record.instance_id) for record in batch]
+            )
         except Exception:
-            # Left behind, it is claimed once this replica stops, and
-            # recovery then finds the task finished or parked: no harm.
-            logger.exception('Dropping the running record of %s failed', record.task_id)
+            # Left behind, they are claimed once this replica stops, and
+            # recovery then finds the tasks finished or parked: no harm.
+            logger.exception(
+                'Dropping the running records of %d task(s) failed', len(batch)
+            )
 
-    def _done(self, task_id: str, removal: asyncio.Task[None]) -> None:
-        if self._pending.get(task_id) is removal:
-            del self._pending[task_id]
+    def _done(self, batch: list[RunningTask], sending: asyncio.Task[None]) -> None:
+        for record in batch:
+            if self._pending.get(record.task_id) is sending:
+                del self._pending[record.task_id]
 
     async def aclose(self) -> None:
-        """Waits for the removals under way."""
+        """Sends the removals not sent yet and waits for those under way."""
+        if self._removal is not None:
+            self._removal.cancel()
+        self._send_removals()
         while self._pending:
-            await asyncio.wait(list(self._pending.values()))
+            await asyncio.wait(set(self._pending.values()))
             # Their done callbacks may not have run yet: drop them here.
             for task_id, removal in list(self._pending.items()):
                 if removal.done():

@@ -120,6 +120,33 @@ class RunningTasksConformance(BackendFactory):
         assert await running_tasks(backend).running() == [record]
 
     @pytest.mark.asyncio
+    async def test_remove_many_drops_only_what_each_holder_holds(
+        self, backend: Backend, replica: Backend
+    ) -> None:
+        mine = records(backend.instance_id, 3)
+        [theirs] = records(replica.instance_id, 1, owner=BOB)
+        await self._add(backend, mine)
+        await self._add(replica, [theirs])
+        tasks = running_tasks(backend)
+        await tasks.remove_many([])
+        await tasks.remove_many(
+            [
+                (mine[0].task_id, backend.instance_id),
+                (mine[1].task_id, backend.instance_id),
+                (theirs.task_id, backend.instance_id),  # not this holder's
+                (new_id('absent'), backend.instance_id),
+            ]
+        )
+        assert set(await tasks.running()) == {mine[2], theirs}
+        await tasks.remove_many(
+            [
+                (mine[2].task_id, backend.instance_id),
+                (theirs.task_id, replica.instance_id),
+            ]
+        )
+        assert await tasks.running() == []
+
+    @pytest.mark.asyncio
     async def test_adding_again_replaces_the_record(
         self, backend: Backend, namespace: str
     ) -> None:
