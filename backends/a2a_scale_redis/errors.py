@@ -34,8 +34,21 @@ def wrong_type_as_error(key: str) -> Iterator[None]:
     try:
         yield
     except ResponseError as e:
-        message = str(e)
-        if 'WRONGTYPE' not in message:
+        wrong = as_wrong_type(e, key)
+        if wrong is e:
             raise
-        match = _KEY_IN_MESSAGE.search(message)
-        raise RedisWrongTypeError(match.group(1) if match else key, message) from None
+        raise wrong from None
+
+
+def as_wrong_type(error: ResponseError, key: str) -> Exception:
+    """`error` itself, or, for a ``WRONGTYPE`` reply, a `RedisWrongTypeError`.
+
+    Args:
+        error: The error reply.
+        key: The key to name when the reply does not name one itself.
+    """
+    message = str(error)
+    if 'WRONGTYPE' not in message:
+        return error
+    match = _KEY_IN_MESSAGE.search(message)
+    return RedisWrongTypeError(match.group(1) if match else key, message)

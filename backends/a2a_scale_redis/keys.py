@@ -35,6 +35,7 @@ keeps the byte order of the ids, which the list indexes rely on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 TS_OFFSET = 2**63
 MEMBER_PREFIX_LEN = 21
@@ -93,6 +94,17 @@ class OwnerKeys:
         return f'{self.prefix}:st:{int(state)}'
 
 
+_REMEMBERED = 1024
+"""How many tasks' (and owners') keys a `KeySpace` keeps built: a task is
+saved several times in a row while it runs."""
+
+
+def _remember(cache: dict[str, Any], name: str, keys: Any) -> None:
+    if len(cache) >= _REMEMBERED:
+        cache.clear()
+    cache[name] = keys
+
+
 class KeySpace:
     """Builds the keys of one namespace.
 
@@ -114,6 +126,8 @@ class KeySpace:
         self.running_holders = f'{self.running}:holders'
         self.running_claims = f'{self.running}:claims'
         self.running_prefix = f'{self.running}:i:'
+        self._tasks: dict[str, TaskKeys] = {}
+        self._owners: dict[str, OwnerKeys] = {}
 
     def running_of(self, instance_id: str) -> str:
         """The set of the tasks `instance_id` runs."""
@@ -121,24 +135,34 @@ class KeySpace:
 
     def task(self, task_id: str) -> TaskKeys:
         """The keys of `task_id`."""
-        enc = encode_id(task_id)
-        tag = f'{{{self.namespace}:t:{enc}}}'
-        return TaskKeys(
-            task=f'{tag}:task',
-            events=f'{tag}:events',
-            push=f'{tag}:push',
-            channel=f'{tag}:bell' if self.sharded else f'{self.namespace}:bell:{enc}',
-        )
+        keys = self._tasks.get(task_id)
+        if keys is None:
+            enc = encode_id(task_id)
+            tag = f'{{{self.namespace}:t:{enc}}}'
+            keys = TaskKeys(
+                task=f'{tag}:task',
+                events=f'{tag}:events',
+                push=f'{tag}:push',
+                channel=(
+                    f'{tag}:bell' if self.sharded else f'{self.namespace}:bell:{enc}'
+                ),
+            )
+            _remember(self._tasks, task_id, keys)
+        return keys
 
     def owner(self, owner: str) -> OwnerKeys:
         """The index keys of `owner`."""
-        prefix = f'{{{self.namespace}:o:{encode_id(owner)}}}'
-        return OwnerKeys(
-            prefix=prefix,
-            all=f'{prefix}:all',
-            cur=f'{prefix}:cur',
-            exp=f'{prefix}:exp',
-        )
+        keys = self._owners.get(owner)
+        if keys is None:
+            prefix = f'{{{self.namespace}:o:{encode_id(owner)}}}'
+            keys = OwnerKeys(
+                prefix=prefix,
+                all=f'{prefix}:all',
+                cur=f'{prefix}:cur',
+                exp=f'{prefix}:exp',
+            )
+            _remember(self._owners, owner, keys)
+        return keys
 
     def channel_task_id(self, channel: str) -> str | None:
         """The task id of a wake-up channel of this namespace, if it is one."""

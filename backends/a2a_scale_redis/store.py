@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from a2a.server.cluster import (
@@ -32,7 +31,7 @@ from a2a_scale.tasks import (
     status_timestamp_ns,
 )
 from a2a_scale_redis.batching import CommandBatcher
-from a2a_scale_redis.errors import wrong_type_as_error
+from a2a_scale_redis.errors import as_wrong_type
 from a2a_scale_redis.indexes import (
     INDEX_DELETE,
     INDEX_LIST,
@@ -185,7 +184,10 @@ class RedisTaskStore(VersionedTaskStore):
         ctx = encode_id(task.context_id)
         data = encode_event(event) if event is not None else b''
         inline = not self._cluster
-        with wrong_type_as_error(keys.task), self._saving(task.id, data) as saved:
+        hook = self.save_hook
+        token = hook.saving(task.id) if hook is not None and data else None
+        reply: Any = None
+        try:
             reply = await self.batcher.script(
                 self._save,
                 [
@@ -210,7 +212,15 @@ class RedisTaskStore(VersionedTaskStore):
                     prefix if inline else '',
                 ],
             )
-            saved.extend(reply)
+        except ResponseError as e:
+            wrong = as_wrong_type(e, keys.task)
+            if wrong is e:
+                raise
+            raise wrong from None
+        finally:
+            if token is not None:
+                # Tells the hook of the entry the save logged, if it did.
+                hook.saved(token, self._logged_entry(reply, data))  # type: ignore[union-attr]
         status, version = int(reply[0]), int(reply[1])
         if status == _TERMINAL:
             check_terminal_save(task.id, int(reply[2]), state)
@@ -230,23 +240,12 @@ class RedisTaskStore(VersionedTaskStore):
             self.logged.add(task.id, version)
         return TaskVersion(version)
 
-    @contextlib.contextmanager
-    def _saving(self, task_id: str, event: bytes) -> Iterator[list[Any]]:
-        """Tells `save_hook` of a save in flight, then of the entry it logged.
-
-        Yields the list the caller fills with the script's reply.
-        """
-        hook = self.save_hook
-        token = hook.saving(task_id) if hook is not None and event else None
-        reply: list[Any] = []
-        try:
-            yield reply
-        finally:
-            if hook is not None and token is not None:
-                logged = None
-                if reply and int(reply[0]) == _SAVED and reply[2]:
-                    logged = (reply[2], int(reply[1]), event)
-                hook.saved(token, logged)
+    @staticmethod
+    def _logged_entry(reply: Any, event: bytes) -> tuple[Any, int, bytes] | None:
+        """The entry a save logged (id, version, event), from its reply."""
+        if reply and int(reply[0]) == _SAVED and reply[2]:
+            return (reply[2], int(reply[1]), event)
+        return None
 
     async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
         """Returns the caller's task `task_id` with its version, or `None`."""

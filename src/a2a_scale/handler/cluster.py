@@ -372,7 +372,10 @@ class ClusterRequestHandler(DefaultRequestHandler):
             self._cancel_watch.release(active_task)
         self._run_log.cancelling.discard(active_task.task_id)
         self._run_log.fresh.discard(active_task.task_id)
-        task = asyncio.create_task(self._settle(active_task.task_id))
+        event = self._writes.pop(active_task.task_id)
+        if event is None or self._ledger is None:
+            return  # Nothing to push: most turns.
+        task = asyncio.create_task(self._ledger.send_once(active_task.task_id, event))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
