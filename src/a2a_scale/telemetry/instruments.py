@@ -8,6 +8,7 @@ or after a2a-scale starts, gets a2a-scale's spans and metrics there too.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
@@ -17,6 +18,10 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 SCOPE = 'a2a_scale'
 """The instrumentation scope of every span and metric."""
+
+RECHECK_SECONDS = 1.0
+"""How often an `Instruments` without a provider looks for one installed
+since: a provider installed after the first call is used within this time."""
 
 MS_BUCKETS = [0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
 """Histogram buckets (ms) suggested to the SDK; views can override them."""
@@ -66,10 +71,16 @@ class Instruments:
         """Whether a real tracer or meter provider is installed.
 
         Until one is, the traced wrappers pass every call straight through:
-        an application with the API but no SDK pays a type check per call.
-        Providers are installed once, so a true answer is kept.
+        an application with the API but no SDK pays a clock read per call,
+        and a look at the providers at most every `RECHECK_SECONDS` (each
+        look reads the environment). Providers are installed once, so a true
+        answer is kept.
         """
         if not self._recording:
+            now = time.monotonic()
+            if now < self._next_check:
+                return False
+            self._next_check = now + RECHECK_SECONDS
             self._recording = (
                 self._own_tracer_provider
                 or tracer_provider_is_set()
@@ -89,6 +100,7 @@ class Instruments:
         self._own_meter_provider = meter_provider is not None
         self._own_tracer_provider = tracer_provider is not None
         self._recording = False
+        self._next_check = 0.0
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider)
         meter = metrics.get_meter(SCOPE, __version__, meter_provider)
         self.gauges = Gauges()
