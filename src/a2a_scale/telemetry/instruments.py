@@ -60,6 +60,7 @@ class Instruments:
     """The tracer and every instrument a2a-scale records to."""
 
     _recording: bool
+    _next_check: float
     _own_meter_provider: bool
     _own_tracer_provider: bool
 
