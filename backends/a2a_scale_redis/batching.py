@@ -14,10 +14,10 @@ beside it.
 
 A command sent at once, or a batch, goes over the batcher's own
 connection when it is free, taken from the client's pool on first use and
-kept: no pool checkout per command. Commands whose arguments are all
-bytes, str or int are packed by hiredis in one call each when it is
-installed, and the replies of a batch are read under one
-``socket_timeout`` for the whole batch rather than one timer per reply. If
+kept: no pool checkout per command. Commands are packed by hiredis in one
+call each when it is installed (see `_pack`), and the replies of a batch
+are read under one ``socket_timeout`` for the whole batch rather than one
+timer per reply. If
 that connection fails (dropped, timed out), the commands are sent again
 through the client, with its pool and retries. A client whose
 ``execute_command`` was replaced or wrapped (instrumentation, fault
@@ -145,8 +145,7 @@ class CommandBatcher:
             self._gathering = None
             self._send_first(gathered)
             raise
-        finally:
-            self._gathering = None
+        self._gathering = None
         return gathered
 
     def _send_first(self, commands: list[_Waiting]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import NoReturn
 
 from redis.exceptions import ResponseError
 
@@ -34,14 +35,11 @@ def wrong_type_as_error(key: str) -> Iterator[None]:
     try:
         yield
     except ResponseError as e:
-        wrong = as_wrong_type(e, key)
-        if wrong is e:
-            raise
-        raise wrong from None
+        raise_as_wrong_type(e, key)
 
 
-def as_wrong_type(error: ResponseError, key: str) -> Exception:
-    """`error` itself, or, for a ``WRONGTYPE`` reply, a `RedisWrongTypeError`.
+def raise_as_wrong_type(error: ResponseError, key: str) -> NoReturn:
+    """Raises `error`, or, for a ``WRONGTYPE`` reply, a `RedisWrongTypeError`.
 
     Args:
         error: The error reply.
@@ -49,6 +47,6 @@ def as_wrong_type(error: ResponseError, key: str) -> Exception:
     """
     message = str(error)
     if 'WRONGTYPE' not in message:
-        return error
+        raise error
     match = _KEY_IN_MESSAGE.search(message)
-    return RedisWrongTypeError(match.group(1) if match else key, message)
+    raise RedisWrongTypeError(match.group(1) if match else key, message) from None

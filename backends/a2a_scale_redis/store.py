@@ -31,7 +31,7 @@ from a2a_scale.tasks import (
     status_timestamp_ns,
 )
 from a2a_scale_redis.batching import CommandBatcher
-from a2a_scale_redis.errors import as_wrong_type
+from a2a_scale_redis.errors import raise_as_wrong_type
 from a2a_scale_redis.indexes import (
     INDEX_DELETE,
     INDEX_LIST,
@@ -213,10 +213,7 @@ class RedisTaskStore(VersionedTaskStore):
                 ],
             )
         except ResponseError as e:
-            wrong = as_wrong_type(e, keys.task)
-            if wrong is e:
-                raise
-            raise wrong from None
+            raise_as_wrong_type(e, keys.task)
         finally:
             if token is not None:
                 # Tells the hook of the entry the save logged, if it did.

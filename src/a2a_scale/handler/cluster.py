@@ -41,7 +41,7 @@ from a2a_scale.settings import ScaleSettings
 from a2a_scale.tasks import INTERRUPTED_STATES, TERMINAL_STATES
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
+    from collections.abc import AsyncGenerator, Coroutine
 
     from a2a.server.agent_execution import AgentExecutor
     from a2a.server.cluster import StoredTask, TaskEventStream
@@ -372,18 +372,25 @@ class ClusterRequestHandler(DefaultRequestHandler):
             self._cancel_watch.release(active_task)
         self._run_log.cancelling.discard(active_task.task_id)
         self._run_log.fresh.discard(active_task.task_id)
-        event = self._writes.pop(active_task.task_id)
-        if event is None or self._ledger is None:
+        push = self._unpushed(active_task.task_id)
+        if push is None:
             return  # Nothing to push: most turns.
-        task = asyncio.create_task(self._ledger.send_once(active_task.task_id, event))
+        task = asyncio.create_task(push)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
     async def _settle(self, task_id: str) -> None:
         """Pushes a FAILED or CANCELED this replica wrote, unless already pushed."""
+        push = self._unpushed(task_id)
+        if push is not None:
+            await push
+
+    def _unpushed(self, task_id: str) -> Coroutine[Any, Any, None] | None:
+        """The push of a FAILED or CANCELED written here and not yet pushed."""
         event = self._writes.pop(task_id)
-        if event is not None and self._ledger is not None:
-            await self._ledger.send_once(task_id, event)
+        if event is None or self._ledger is None:
+            return None
+        return self._ledger.send_once(task_id, event)
 
 
 def build_request_handler(
